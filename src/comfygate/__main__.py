@@ -1,0 +1,3 @@
+from comfygate.cli import main
+
+main()

@@ -1,0 +1,66 @@
+"""POST /v1/generate: create a job, wait for it, answer with the file or the job object."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
+
+from comfygate.api.body import json_object, run_request
+from comfygate.errors import Timeout, from_code
+from comfygate.jobs.model import Job, JobStatus
+
+bp = Blueprint("generate", __name__)
+
+
+@bp.post("/v1/generate")
+def generate() -> Response:
+    gateway = current_app.extensions["comfygate"]
+    req = run_request(json_object())
+    limit = gateway.settings.request_timeout_s
+    timeout = min(req.timeout_s, limit) if req.timeout_s else limit
+    job = gateway.jobs.create(req.template, req.params)
+    done = gateway.jobs.wait(job.id, timeout)
+    if done is None:
+        # The caller gave up: interrupt the job so it does not keep the GPU.
+        gateway.jobs.cancel(
+            job.id,
+            error={
+                "code": "timeout",
+                "message": f"no result within {timeout:g} s",
+                "details": {"job_id": job.id},
+            },
+        )
+        raise Timeout(
+            f"the job did not finish within {timeout:g} s and was cancelled",
+            {"job_id": job.id, "timeout_s": timeout},
+        )
+    if done.status is not JobStatus.SUCCEEDED:
+        error = done.error or {}
+        raise from_code(
+            error.get("code", "generation_failed"),
+            error.get("message", f"the job ended {done.status.value}"),
+            {**(error.get("details") or {}), "job_id": done.id},
+        )
+    return _answer(done)
+
+
+def _answer(job: Job) -> Response:
+    gateway = current_app.extensions["comfygate"]
+    headers = {"X-Job-Id": job.id}
+    template = gateway.templates.get(job.template) if job.template in gateway.templates else None
+    seed_param = template.seed_parameter if template else None
+    if seed_param and seed_param in job.params:
+        headers["X-Seed"] = str(job.params[seed_param])
+    if len(job.outputs) == 1:
+        output = job.outputs[0]
+        best = request.accept_mimetypes.best_match(
+            [output.content_type, "application/json"], default=output.content_type
+        )
+        if best != "application/json":
+            path = gateway.storage.open_path(job.id, output.filename)
+            if path is not None:
+                resp = send_file(path, mimetype=output.content_type, download_name=output.filename)
+                resp.headers.update(headers)
+                return resp
+    resp = jsonify(job.public())
+    resp.headers.update(headers)
+    return resp

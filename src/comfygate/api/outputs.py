@@ -1,0 +1,21 @@
+"""GET /v1/outputs/{job_id}/{filename}: a stored output file, streamed.
+
+Anything that is not a file the job produced is a 404, whatever the path tries."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, send_file
+
+from comfygate.errors import NotFound
+from comfygate.storage.local import content_type
+
+bp = Blueprint("outputs", __name__)
+
+
+@bp.get("/v1/outputs/<job_id>/<path:filename>")
+def output(job_id: str, filename: str) -> Response:
+    gateway = current_app.extensions["comfygate"]
+    path = gateway.storage.open_path(job_id, filename)
+    if path is None:
+        raise NotFound("no such output", {"job_id": job_id})
+    return send_file(path, mimetype=content_type(filename), conditional=True, max_age=3600)

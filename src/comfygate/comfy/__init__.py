@@ -1,0 +1,1 @@
+"""ComfyUI's wire protocol: HTTP client, websocket listener, typed events, local process."""

@@ -1,0 +1,159 @@
+"""One websocket listener per ComfyUI backend, on a thread of its own.
+
+It connects to ``/ws?clientId=<ours>``, turns each text message into a typed event and hands
+it to a callback; binary frames (latent previews) are skipped. When the connection drops it
+reconnects with exponential backoff, and reports the connection state so the gateway can
+fall back to ``/history`` polling while it is down and reconcile in-flight jobs after.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import websocket
+
+from comfygate.comfy.events import Event, QueueStatus, parse_message
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[Event | QueueStatus], None]
+StateHandler = Callable[[bool], None]
+
+
+def ws_url(base_url: str, client_id: str) -> str:
+    parts = urlsplit(base_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    path = parts.path.rstrip("/") + "/ws"
+    return urlunsplit((scheme, parts.netloc, path, f"clientId={client_id}", ""))
+
+
+class WebsocketListener:
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        on_event: EventHandler,
+        on_state: StateHandler,
+        *,
+        name: str = "comfyui",
+        connect_timeout_s: float = 3.0,
+        ping_interval_s: float = 10.0,
+        backoff_initial_s: float = 0.2,
+        backoff_max_s: float = 10.0,
+    ) -> None:
+        self.url = ws_url(base_url, client_id)
+        self.name = name
+        self._on_event = on_event
+        self._on_state = on_state
+        self._connect_timeout_s = connect_timeout_s
+        self._ping_interval_s = ping_interval_s
+        self._backoff_initial_s = backoff_initial_s
+        self._backoff_max_s = backoff_max_s
+        self._stop = threading.Event()
+        self._up = threading.Event()
+        self._ws: websocket.WebSocket | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.connected = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"ws-listener-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        with self._lock:
+            ws = self._ws
+        if ws is not None:
+            try:
+                ws.abort()  # type: ignore[no-untyped-call]
+            except Exception:
+                log.debug("abort failed", exc_info=True)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def reconnect_now(self) -> None:
+        """Drop the current connection (it will be made again at once)."""
+        with self._lock:
+            ws = self._ws
+        if ws is not None:
+            ws.abort()  # type: ignore[no-untyped-call]
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._up.wait(timeout_s)
+
+    def _set_state(self, connected: bool) -> None:
+        if connected:
+            self._up.set()
+        else:
+            self._up.clear()
+        if self.connected != connected:
+            self.connected = connected
+            self._on_state(connected)
+
+    def _run(self) -> None:
+        delay = self._backoff_initial_s
+        while not self._stop.is_set():
+            try:
+                ws = websocket.create_connection(
+                    self.url, timeout=self._connect_timeout_s, suppress_origin=True
+                )
+            except Exception as exc:
+                log.debug("websocket connect to %s failed: %s", self.name, exc)
+                self._set_state(False)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._backoff_max_s)
+                continue
+            with self._lock:
+                self._ws = ws
+            if self._stop.is_set():
+                ws.close()
+                break
+            delay = self._backoff_initial_s
+            log.info("websocket connected", extra={"backend": self.name})
+            self._set_state(True)
+            try:
+                self._receive(ws)
+            finally:
+                with self._lock:
+                    self._ws = None
+                try:
+                    ws.close()
+                except Exception:
+                    log.debug("close failed", exc_info=True)
+                self._set_state(False)
+                if not self._stop.is_set():
+                    log.warning("websocket lost, reconnecting", extra={"backend": self.name})
+
+    def _receive(self, ws: websocket.WebSocket) -> None:
+        ws.settimeout(self._ping_interval_s)
+        while not self._stop.is_set():
+            try:
+                opcode, payload = ws.recv_data()
+            except websocket.WebSocketTimeoutException:
+                try:
+                    ws.ping()  # a dead peer shows up as a failed send
+                except Exception:
+                    return
+                continue
+            except Exception:
+                return
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return
+            if opcode != websocket.ABNF.OPCODE_TEXT:
+                continue  # binary previews
+            try:
+                event = parse_message(json.loads(payload))
+            except ValueError:
+                continue
+            if event is not None:
+                try:
+                    self._on_event(event)
+                except Exception:
+                    log.exception("event handler failed", extra={"backend": self.name})

@@ -1,0 +1,176 @@
+"""Settings: defaults, then a TOML file, then ``COMFYGATE_*`` environment, then CLI flags.
+
+Validated once, at start, by one pydantic model: a bad setting stops the gateway with a single
+line that names the setting, never a traceback on the first request. Every default lives here
+with a line saying what it is for. Knows nothing of Flask.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "COMFYGATE_"
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message is one line a user can act on."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], BeforeValidator(_split_csv)]
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Where ComfyUI lives. Unset: run the local CPU ComfyUI the setup installed.
+    backends: CsvList = Field(default_factory=list, description="ComfyUI base URLs")
+    local_comfyui: bool = Field(False, description="also run the managed local ComfyUI")
+    comfyui_home: Path = Field(
+        Path.home() / ".cache" / "comfygate" / "comfyui",
+        description="where scripts/setup-comfyui.sh installed the local ComfyUI",
+    )
+    models_dir: Path | None = Field(
+        None,
+        description="models in ComfyUI's layout (checkpoints/, loras/...) for the local "
+        "ComfyUI; default DATA_DIR/models",
+    )
+    extra_model_paths: Path | None = Field(
+        None, description="a ComfyUI extra_model_paths.yaml passed to the local ComfyUI"
+    )
+
+    # Where the gateway listens. 8288, never ComfyUI's 8188.
+    host: str = "127.0.0.1"
+    port: int = Field(8288, ge=1, le=65535)
+    threads: int = Field(64, ge=1, le=10_000, description="WSGI worker threads")
+
+    data_dir: Path = Field(Path("./comfygate-data"), description="database, outputs, cache")
+    templates_dir: Path | None = Field(None, description="extra templates")
+    default_template: str = "txt2img"
+
+    request_timeout_s: float = Field(300.0, gt=0, description="longest synchronous wait")
+    poll_interval_s: float = Field(1.0, gt=0, description="/history polling when the ws is down")
+    connect_timeout_s: float = Field(3.0, gt=0, description="TCP connect to ComfyUI")
+    read_timeout_s: float = Field(30.0, gt=0, description="one HTTP read from ComfyUI")
+    max_in_flight_per_backend: int = Field(
+        2, ge=1, description="jobs handed to one ComfyUI at once; the rest wait in the gateway"
+    )
+    job_deadline_s: float = Field(
+        3600.0, gt=0, description="a job still unfinished after this is failed"
+    )
+
+    api_keys: CsvList = Field(default_factory=list)
+    cors_origins: CsvList = Field(default_factory=list)
+    max_body_mb: float = Field(20.0, gt=0)
+    redis_url: str | None = None
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("backends")
+    @classmethod
+    def _check_backends(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            _, _, address = url.rpartition("=") if "=" in url else ("", "", url)
+            parts = urlsplit(address)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{url!r} is not an http(s) URL such as http://127.0.0.1:8188")
+            try:
+                parts.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError as exc:
+                raise ValueError(f"{url!r} has an invalid port") from exc
+        return urls
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def uses_local_comfyui(self) -> bool:
+        return self.local_comfyui or not self.backends
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    section = data.get("comfygate", data)
+    return {str(k).lower(): v for k, v in section.items()}
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        key = ENV_PREFIX + name.upper()
+        if key in environ:
+            out[name] = environ[key]
+    return out
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Merge the sources in order of precedence and validate once."""
+    env = dict(os.environ if environ is None else environ)
+    if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
+        config_file = env[ENV_PREFIX + "CONFIG"]
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        merged.update(_from_file(Path(config_file)))
+    merged.update(_from_env(env))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    messages = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        messages.append(f"{name.upper()} (env {ENV_PREFIX}{name.upper()}): {msg}")
+    return "invalid configuration: " + "; ".join(messages)
+
+
+def prepare_data_dir(settings: Settings) -> Path:
+    """Create DATA_DIR if missing and prove it is writable, or fail with one clear line."""
+    path = settings.data_dir.expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"DATA_DIR {settings.data_dir} is not writable: {exc.strerror or exc}"
+        ) from None
+    return path

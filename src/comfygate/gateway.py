@@ -1,0 +1,86 @@
+"""The owner of everything that runs in the background.
+
+``Gateway`` builds the parts from the settings (store, storage, templates, the local ComfyUI
+when wanted, the backend pool, the job service), starts them in order and stops them in
+reverse, so a test can start a gateway, stop it, and leave no thread or process behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from comfygate.backends.pool import BackendPool
+from comfygate.comfy.local import LocalComfyUI, LocalComfyUIConfig
+from comfygate.config import Settings, prepare_data_dir
+from comfygate.jobs.service import JobService, ServiceOptions
+from comfygate.jobs.store import SQLiteJobStore
+from comfygate.storage.local import LocalStorage
+from comfygate.templates import TemplateRegistry
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir: Path = prepare_data_dir(settings)
+        self.templates = TemplateRegistry.load(settings.templates_dir)
+        self.local: LocalComfyUI | None = None
+        if settings.uses_local_comfyui:
+            models = settings.resolved_models_dir.expanduser().resolve()
+            models.mkdir(parents=True, exist_ok=True)
+            (models / "checkpoints").mkdir(exist_ok=True)
+            bundled = settings.comfyui_home / "models"
+            self.local = LocalComfyUI(
+                LocalComfyUIConfig(
+                    home=settings.comfyui_home,
+                    base_dir=self.data_dir / "comfyui",
+                    models_dirs=[models, bundled] if bundled.is_dir() else [models],
+                    extra_model_paths=settings.extra_model_paths,
+                )
+            )
+        self.store = SQLiteJobStore(self.data_dir / "jobs.sqlite3")
+        self.storage = LocalStorage(self.data_dir / "outputs")
+        self.pool: BackendPool | None = None
+        self.jobs: JobService | None = None
+        self.started = False
+
+    def start(self) -> None:
+        specs = list(self.settings.backends)
+        if self.local is not None:
+            log.info("starting the local ComfyUI (first start takes a few seconds)")
+            url = self.local.start()
+            self.local.watch()
+            specs.append(f"local={url}")
+        self.pool = BackendPool(
+            specs,
+            connect_timeout_s=self.settings.connect_timeout_s,
+            read_timeout_s=self.settings.read_timeout_s,
+            max_in_flight=self.settings.max_in_flight_per_backend,
+        )
+        self.jobs = JobService(
+            self.store,
+            self.pool,
+            self.storage,
+            self.templates,
+            ServiceOptions(
+                poll_interval_s=self.settings.poll_interval_s,
+                job_deadline_s=self.settings.job_deadline_s,
+            ),
+        )
+        self.pool.start()
+        self.jobs.start()
+        self.started = True
+        log.info("gateway started with %d backend(s)", len(specs))
+
+    def stop(self) -> None:
+        if self.jobs is not None:
+            self.jobs.stop()
+        if self.pool is not None:
+            self.pool.stop()
+        if self.local is not None:
+            self.local.stop()
+        self.store.close()
+        self.started = False
+        log.info("gateway stopped")

@@ -1,0 +1,1 @@
+"""Jobs: the job model and state machine, stores, the dispatcher, waiting and recovery."""

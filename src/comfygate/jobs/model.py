@@ -1,0 +1,154 @@
+"""The job: its fields, its status enum and every allowed transition, in one module.
+
+    queued ──> running ──> succeeded
+      │  ^        │──────> failed
+      │  └────────┘ (resubmitted after its backend lost it)
+      └──────────────────> cancelled / failed  (also from running)
+
+A queued job may already be on a ComfyUI backend (``prompt_id`` set, in ComfyUI's queue);
+it becomes ``running`` when ComfyUI starts executing it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+_ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset(
+        {
+            JobStatus.RUNNING,
+            JobStatus.SUCCEEDED,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+            JobStatus.QUEUED,
+        }
+    ),
+    JobStatus.RUNNING: frozenset(
+        {
+            JobStatus.SUCCEEDED,
+            JobStatus.FAILED,
+            JobStatus.CANCELLED,
+            JobStatus.QUEUED,
+            JobStatus.RUNNING,
+        }
+    ),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+def now() -> float:
+    return datetime.now(UTC).timestamp()
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Output:
+    filename: str
+    content_type: str
+    size: int
+    node_id: str = ""
+    kind: str = "images"
+
+
+@dataclass
+class Job:
+    template: str
+    params: dict[str, Any]
+    graph: dict[str, Any]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    status: JobStatus = JobStatus.QUEUED
+    progress: dict[str, Any] | None = None
+    outputs: list[Output] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    cached: bool = False
+    attempts: int = 0
+    created_at: float = field(default_factory=now)
+    started_at: float | None = None
+    finished_at: float | None = None
+    deadline_at: float | None = None
+    webhook_url: str | None = None
+    # Where it runs: never shown to users.
+    backend: str | None = None
+    prompt_id: str | None = None
+    submitted_at: float | None = None
+
+    def move_to(self, status: JobStatus) -> None:
+        """The one place a status changes; the caller writes the job to the store next."""
+        if status not in _ALLOWED[self.status]:
+            raise IllegalTransition(f"job {self.id}: {self.status} -> {status}")
+        self.status = status
+        if status is JobStatus.RUNNING and self.started_at is None:
+            self.started_at = now()
+        if status.terminal:
+            self.finished_at = now()
+
+    @property
+    def on_backend(self) -> bool:
+        return self.prompt_id is not None and not self.status.terminal
+
+    def to_record(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Job:
+        data = dict(data)
+        data["status"] = JobStatus(data["status"])
+        data["outputs"] = [Output(**o) for o in data.get("outputs") or []]
+        return cls(**data)
+
+    def public(self) -> dict[str, Any]:
+        """The job object of API.md (no backend URL, no graph)."""
+        return {
+            "id": self.id,
+            "status": self.status.value,
+            "template": self.template,
+            "params": self.params,
+            "progress": self.progress,
+            "outputs": [
+                {
+                    "filename": o.filename,
+                    "url": f"/v1/outputs/{self.id}/{o.filename}",
+                    "content_type": o.content_type,
+                    "size": o.size,
+                }
+                for o in self.outputs
+            ],
+            "error": self.error,
+            "cached": self.cached,
+            "attempts": self.attempts,
+            "created_at": rfc3339(self.created_at),
+            "started_at": rfc3339(self.started_at),
+            "finished_at": rfc3339(self.finished_at),
+        }

@@ -1,0 +1,512 @@
+"""The job service: one path for every request, from creation to the last byte stored.
+
+create -> store (queued) -> dispatcher picks a backend, records the prompt id, POSTs /prompt
+-> ComfyUI's websocket events move the job (running, progress) -> ``executing`` with
+``node: null`` (sent after ComfyUI wrote /history) triggers finalisation: one /history read,
+outputs streamed from /view into storage -> succeeded/failed -> waiters and streams wake.
+
+When a backend's websocket is down, its jobs are reconciled by polling /history every
+POLL_INTERVAL_S; after it reconnects, and after a gateway restart, every job on it is
+reconciled once from /queue and /history. A job ComfyUI no longer knows is submitted again,
+up to ``max_attempts``. Every job has a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from comfygate.backends.pool import Backend, BackendPool
+from comfygate.comfy.client import HistoryEntry, execution_error_details
+from comfygate.comfy.events import (
+    Event,
+    Executing,
+    ExecutionError,
+    ExecutionStart,
+    Progress,
+)
+from comfygate.errors import (
+    BackendUnavailable,
+    BackendUnreachable,
+    ComfyGateError,
+    Conflict,
+    GenerationFailed,
+    NotFound,
+)
+from comfygate.jobs.events import JobEvents
+from comfygate.jobs.model import Job, JobStatus, Output, now
+from comfygate.jobs.store import JobStore
+from comfygate.storage.local import LocalStorage, content_type, output_name
+from comfygate.templates import TemplateRegistry, bind, resolve_params, validate_params
+
+log = logging.getLogger(__name__)
+
+PROGRESS_PERSIST_INTERVAL_S = 1.0  # a 1,000-step job writes about one row a second, not 1,000
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    poll_interval_s: float = 1.0
+    job_deadline_s: float = 3600.0
+    max_attempts: int = 3
+
+
+class JobService:
+    def __init__(
+        self,
+        store: JobStore,
+        pool: BackendPool,
+        storage: LocalStorage,
+        templates: TemplateRegistry,
+        options: ServiceOptions | None = None,
+    ) -> None:
+        self.store = store
+        self.pool = pool
+        self.storage = storage
+        self.templates = templates
+        self.options = options or ServiceOptions()
+        self.events = JobEvents()
+        self._lock = threading.RLock()
+        self._live: dict[str, Job] = {}  # unfinished jobs (the store is the truth; this mirrors)
+        self._by_prompt: dict[str, str] = {}  # prompt_id -> job id
+        self._exec_errors: dict[str, dict[str, Any]] = {}
+        self._finalizing: set[str] = set()
+        self._progress_written: dict[str, float] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="job-worker")
+        self._thread: threading.Thread | None = None
+        pool.set_handlers(self._on_event, self._on_connection, self._wake.set)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._recover()
+        self._thread = threading.Thread(target=self._loop, name="job-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._workers.shutdown(wait=True, cancel_futures=True)
+
+    def _recover(self) -> None:
+        """Take back every unfinished job after a (re)start; reconciliation finds their fate."""
+        for job in self.store.unfinished():
+            self._live[job.id] = job
+            if job.prompt_id is not None:
+                if self.pool.get(job.backend) is None:
+                    self._requeue(job, "its backend is no longer configured", count=False)
+                    continue
+                self._by_prompt[job.prompt_id] = job.id
+                self.pool.claim(job.backend)
+        if self._live:
+            log.info("recovered %d unfinished jobs", len(self._live))
+
+    # --- the public operations ------------------------------------------------------------
+
+    def create(
+        self, template_name: str, raw_params: dict[str, Any], *, webhook_url: str | None = None
+    ) -> Job:
+        template = self.templates.get(template_name)
+        given = validate_params(template, raw_params)
+        if not self.pool.any_healthy():
+            raise BackendUnavailable("no ComfyUI backend is available right now")
+        values = resolve_params(template, given, self.pool.model_choices())
+        job_id = uuid.uuid4().hex
+        job = Job(
+            id=job_id,
+            template=template.name,
+            params=values,
+            graph=bind(template, values, f"comfygate_{job_id}"),
+            webhook_url=webhook_url,
+        )
+        job.deadline_at = job.created_at + self.options.job_deadline_s
+        self.store.insert(job)
+        with self._lock:
+            self._live[job.id] = job
+        log.info("job created", extra={"job_id": job.id, "template": job.template})
+        self.events.publish(job.id, "status", job.public())
+        self._wake.set()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            job = self._live.get(job_id)
+        job = job or self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"no job with id '{job_id}'", {"job_id": job_id})
+        return job
+
+    def wait(self, job_id: str, timeout_s: float) -> Job | None:
+        """Block until the job ends; None if ``timeout_s`` passes first."""
+        deadline = time.monotonic() + timeout_s
+        with self.events.subscribe(job_id) as updates:
+            job = self.get(job_id)
+            while not job.status.terminal:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                try:
+                    kind, _ = updates.get(timeout=remaining)
+                except Exception:  # queue.Empty
+                    return None
+                if kind == "done":
+                    job = self.get(job_id)
+            return job
+
+    def cancel(self, job_id: str, error: dict[str, Any] | None = None) -> Job:
+        with self._lock:
+            job = self.get(job_id)
+            if job.status.terminal:
+                raise Conflict(
+                    f"job '{job_id}' has already ended ({job.status.value})",
+                    {"job_id": job_id, "status": job.status.value},
+                )
+            backend = self.pool.get(job.backend)
+            prompt_id = job.prompt_id
+            self._finish(
+                job,
+                JobStatus.CANCELLED,
+                error=error
+                or {"code": "cancelled", "message": "cancelled by request", "details": {}},
+            )
+        if backend is not None and prompt_id is not None:
+            # Written first, acted on after: take it out of ComfyUI's queue, and interrupt it
+            # if it is the one running (the targeted interrupt never hits another prompt).
+            try:
+                backend.client.delete_from_queue([prompt_id])
+                backend.client.interrupt(prompt_id)
+            except BackendUnavailable as exc:
+                log.warning("could not cancel on ComfyUI: %s", exc, extra={"job_id": job_id})
+        return job
+
+    # --- dispatching ----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        last_poll = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(self.options.poll_interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._dispatch()
+                if time.monotonic() - last_poll >= self.options.poll_interval_s:
+                    last_poll = time.monotonic()
+                    self._poll_fallback()
+                    self._expire()
+            except Exception:
+                log.exception("dispatcher iteration failed")
+
+    def _dispatch(self) -> None:
+        with self._lock:
+            ready = sorted(
+                (j for j in self._live.values() if j.prompt_id is None and not j.status.terminal),
+                key=lambda j: j.created_at,
+            )
+        for job in ready:
+            backend = self.pool.acquire()
+            if backend is None:
+                return
+            with self._lock:
+                if job.status.terminal or job.prompt_id is not None:
+                    self.pool.release(backend.name)
+                    continue
+                job.prompt_id = str(uuid.uuid4())
+                job.backend = backend.name
+                job.attempts += 1
+                job.submitted_at = now()
+                self.store.update(job)  # the prompt id is on record before the POST leaves
+                self._by_prompt[job.prompt_id] = job.id
+            self._workers.submit(self._submit, job, backend, job.prompt_id)
+
+    def _submit(self, job: Job, backend: Backend, prompt_id: str) -> None:
+        try:
+            backend.client.submit(job.graph, prompt_id)
+            log.info("submitted", extra={"job_id": job.id, "backend": backend.name})
+        except GenerationFailed as exc:
+            with self._lock:
+                self._finish(job, JobStatus.FAILED, error=exc.to_dict())
+        except BackendUnreachable as exc:
+            # Nothing reached ComfyUI: undo the submission and let the dispatcher try again.
+            self.pool.mark_down(backend, str(exc))
+            with self._lock:
+                if job.prompt_id == prompt_id and not job.status.terminal:
+                    self._by_prompt.pop(prompt_id, None)
+                    job.prompt_id = job.backend = None
+                    job.attempts -= 1
+                    self.store.update(job)
+                    self.pool.release(backend.name)
+        except BackendUnavailable as exc:
+            # It may have reached ComfyUI: never send again blindly; ask /queue and /history.
+            log.warning("submission uncertain: %s", exc, extra={"job_id": job.id})
+            self._workers.submit(self._reconcile_job, job.id)
+
+    # --- events from ComfyUI --------------------------------------------------------------
+
+    def _on_event(self, backend: Backend, event: Event) -> None:
+        with self._lock:
+            job_id = self._by_prompt.get(event.prompt_id)
+            job = self._live.get(job_id) if job_id else None
+            if job is None or job.status.terminal:
+                return
+            match event:
+                case ExecutionStart():
+                    if job.status is JobStatus.QUEUED:
+                        job.move_to(JobStatus.RUNNING)
+                        self.store.update(job)
+                        self.events.publish(job.id, "status", job.public())
+                case Progress():
+                    job.progress = {"value": event.value, "max": event.max, "node": event.node}
+                    self._persist_progress(job, final=event.value >= event.max)
+                    self.events.publish(job.id, "progress", job.progress)
+                case ExecutionError():
+                    self._exec_errors[job.id] = execution_error_details(
+                        {
+                            "node_id": event.node_id,
+                            "node_type": event.node_type,
+                            "exception_type": event.exception_type,
+                            "exception_message": event.exception_message,
+                        }
+                    )
+                case Executing(node=None):
+                    # Sent after ComfyUI wrote /history: the job's end, whatever it was.
+                    self._workers.submit(self._finalize, job.id)
+                case Executing(node=node) if node is not None:
+                    if job.status is JobStatus.QUEUED:
+                        job.move_to(JobStatus.RUNNING)
+                        self.store.update(job)
+                        self.events.publish(job.id, "status", job.public())
+
+    def _persist_progress(self, job: Job, *, final: bool) -> None:
+        last = self._progress_written.get(job.id, 0.0)
+        if final or time.monotonic() - last >= PROGRESS_PERSIST_INTERVAL_S:
+            self._progress_written[job.id] = time.monotonic()
+            self.store.update(job)
+
+    def _on_connection(self, backend: Backend, connected: bool) -> None:
+        if connected:
+            # Events sent while we were away are lost: ask ComfyUI about every job we have there.
+            self._workers.submit(self._reconcile_backend, backend.name)
+
+    # --- reconciliation -------------------------------------------------------------------
+
+    def _jobs_on(self, backend_name: str) -> list[str]:
+        with self._lock:
+            return [j.id for j in self._live.values() if j.backend == backend_name and j.on_backend]
+
+    def _reconcile_backend(self, backend_name: str) -> None:
+        for job_id in self._jobs_on(backend_name):
+            self._reconcile_job(job_id)
+
+    def _poll_fallback(self) -> None:
+        for backend in self.pool.backends.values():
+            if not backend.ws_connected:
+                for job_id in self._jobs_on(backend.name):
+                    self._reconcile_job(job_id)
+
+    def _reconcile_job(self, job_id: str) -> None:
+        with self._lock:
+            job = self._live.get(job_id)
+            if job is None or not job.on_backend:
+                return
+            backend = self.pool.get(job.backend)
+            prompt_id = job.prompt_id
+        if backend is None or prompt_id is None:
+            return
+        try:
+            # Queue first, then history: a prompt leaves the queue only after its history
+            # is written, so "in neither" really means ComfyUI lost it.
+            queued = prompt_id in backend.client.queue()
+            entry = None if queued else backend.client.history(prompt_id)
+        except BackendUnavailable:
+            return  # backend down: its jobs wait for it (or for their deadline)
+        if queued:
+            return
+        if entry is not None:
+            self._finalize(job_id, entry)
+            return
+        with self._lock:
+            if job.prompt_id == prompt_id and not job.status.terminal:
+                self._requeue(job, "ComfyUI no longer knows the job (was it restarted?)")
+
+    def _requeue(self, job: Job, reason: str, *, count: bool = True) -> None:
+        """Send a job ComfyUI lost again, up to max_attempts; the caller holds the lock."""
+        if job.prompt_id:
+            self._by_prompt.pop(job.prompt_id, None)
+        if count:
+            self.pool.release(job.backend)
+        if job.attempts >= self.options.max_attempts:
+            self._finish(
+                job,
+                JobStatus.FAILED,
+                error={
+                    "code": "backend_unavailable",
+                    "message": f"{reason}; gave up after {job.attempts} attempts",
+                    "details": {"attempts": job.attempts},
+                },
+                release=False,
+            )
+            return
+        log.warning("resubmitting: %s", reason, extra={"job_id": job.id})
+        job.prompt_id = job.backend = None
+        job.progress = None
+        job.move_to(JobStatus.QUEUED)
+        self.store.update(job)
+        self.events.publish(job.id, "status", job.public())
+        self._wake.set()
+
+    def _expire(self) -> None:
+        current = now()
+        with self._lock:
+            expired = [
+                j
+                for j in self._live.values()
+                if j.deadline_at is not None and j.deadline_at < current
+            ]
+        for job in expired:
+            with contextlib.suppress(Conflict):
+                self.cancel(
+                    job.id,
+                    error={
+                        "code": "timeout",
+                        "message": "the job did not finish before its deadline",
+                        "details": {"job_id": job.id},
+                    },
+                )
+
+    # --- the end of a job -----------------------------------------------------------------
+
+    def _finalize(self, job_id: str, entry: HistoryEntry | None = None) -> None:
+        with self._lock:
+            job = self._live.get(job_id)
+            if job is None or job.status.terminal or job_id in self._finalizing:
+                return
+            self._finalizing.add(job_id)
+            backend = self.pool.get(job.backend)
+            prompt_id = job.prompt_id
+        try:
+            if backend is None or prompt_id is None:
+                return
+            if entry is None:
+                entry = self._read_history(backend, prompt_id)
+                if entry is None:
+                    return  # not written yet: the poller or reconciliation will come back
+            if entry.status == "success" and entry.completed:
+                outputs = self._store_outputs(job, backend, entry)
+                with self._lock:
+                    self._finish(job, JobStatus.SUCCEEDED, outputs=outputs)
+                return
+            with self._lock:
+                if entry.interrupted:
+                    error = {
+                        "code": "generation_failed",
+                        "message": "the job was interrupted on ComfyUI",
+                        "details": {},
+                    }
+                else:
+                    detail = (
+                        entry.error
+                        or self._exec_errors.get(job.id)
+                        or {"message": "execution failed"}
+                    )
+                    where = (
+                        f"node {detail.get('node_id')} ({detail.get('node_type')})"
+                        if detail.get("node_id")
+                        else "the workflow"
+                    )
+                    error = GenerationFailed(
+                        f"{where} failed: {detail.get('message')}", detail
+                    ).to_dict()
+                self._finish(job, JobStatus.FAILED, error=error)
+        except ComfyGateError as exc:
+            with self._lock:
+                self._finish(
+                    job,
+                    JobStatus.FAILED,
+                    error={
+                        "code": exc.code,
+                        "message": f"could not collect the outputs: {exc.message}",
+                        "details": {},
+                    },
+                )
+        finally:
+            with self._lock:
+                self._finalizing.discard(job_id)
+
+    def _read_history(self, backend: Backend, prompt_id: str) -> HistoryEntry | None:
+        delay = 0.05
+        for _ in range(5):
+            entry = backend.client.history(prompt_id)
+            if entry is not None:
+                return entry
+            if self._stop.wait(delay):
+                return None
+            delay *= 2
+        return None
+
+    def _store_outputs(self, job: Job, backend: Backend, entry: HistoryEntry) -> list[Output]:
+        template = self.templates.get(job.template) if job.template in self.templates else None
+        include_temp = template is not None and template.include_temp_outputs
+        outputs: list[Output] = []
+        counters: dict[str, int] = {}
+        for ref in entry.outputs:
+            if ref.type != "output" and not (include_temp and ref.type == "temp"):
+                continue
+            index = counters.get(ref.node_id, 0)
+            counters[ref.node_id] = index + 1
+            name = output_name(ref.node_id, index, ref.filename)
+            with backend.client.view(ref) as chunks:
+                size = self.storage.save(job.id, name, chunks)
+            output = Output(name, content_type(name), size, ref.node_id, ref.kind)
+            outputs.append(output)
+            self.events.publish(
+                job.id,
+                "output",
+                {
+                    "filename": name,
+                    "url": f"/v1/outputs/{job.id}/{name}",
+                    "content_type": output.content_type,
+                    "size": size,
+                },
+            )
+        return outputs
+
+    def _finish(
+        self,
+        job: Job,
+        status: JobStatus,
+        *,
+        error: dict[str, Any] | None = None,
+        outputs: list[Output] | None = None,
+        release: bool = True,
+    ) -> None:
+        """Write a job's end state; the caller holds the lock."""
+        if job.status.terminal:
+            return
+        was_on_backend = job.prompt_id is not None
+        job.move_to(status)
+        job.error = error
+        if outputs is not None:
+            job.outputs = outputs
+        self.store.update(job)
+        self._live.pop(job.id, None)
+        self._exec_errors.pop(job.id, None)
+        self._progress_written.pop(job.id, None)
+        if job.prompt_id:
+            self._by_prompt.pop(job.prompt_id, None)
+        if release and was_on_backend:
+            self.pool.release(job.backend)
+        log.info("job %s", status.value, extra={"job_id": job.id, "backend": job.backend})
+        public = job.public()
+        self.events.publish(job.id, "status", public)
+        self.events.publish(job.id, "done", public)

@@ -1,0 +1,105 @@
+"""Job stores: the source of truth for every job, behind one small interface.
+
+``SQLiteJobStore`` is the embedded default (one file in DATA_DIR, WAL mode). A store keeps
+JSON, never pickle. Every transition is written here before the gateway acts on it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from comfygate.jobs.model import Job, JobStatus
+
+
+class JobStore(Protocol):
+    def insert(self, job: Job) -> None: ...
+    def update(self, job: Job) -> None: ...
+    def get(self, job_id: str) -> Job | None: ...
+    def page(
+        self, status: JobStatus | None = None, limit: int = 50, before: int | None = None
+    ) -> tuple[list[Job], int | None]: ...
+    def unfinished(self) -> list[Job]: ...
+    def delete(self, job_id: str) -> None: ...
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+"""
+
+
+class SQLiteJobStore:
+    """One connection guarded by a lock: SQLite serialises writers anyway, and this keeps
+    every thread (request handlers, dispatcher, listeners) on one consistent view."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def insert(self, job: Job) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO jobs (id, status, data) VALUES (?, ?, ?)",
+                (job.id, job.status.value, json.dumps(job.to_record())),
+            )
+
+    def update(self, job: Job) -> None:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE jobs SET status = ?, data = ? WHERE id = ?",
+                (job.status.value, json.dumps(job.to_record()), job.id),
+            )
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            row = self._conn.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job.from_record(json.loads(row[0])) if row else None
+
+    def page(
+        self, status: JobStatus | None = None, limit: int = 50, before: int | None = None
+    ) -> tuple[list[Job], int | None]:
+        """Newest first; returns the page and the cursor for the next one (None at the end)."""
+        sql = "SELECT seq, data FROM jobs WHERE 1=1"
+        args: list[object] = []
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status.value)
+        if before is not None:
+            sql += " AND seq < ?"
+            args.append(before)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit + 1)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        jobs = [Job.from_record(json.loads(data)) for _, data in rows[:limit]]
+        cursor = rows[limit - 1][0] if len(rows) > limit else None
+        return jobs, cursor
+
+    def unfinished(self) -> list[Job]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT data FROM jobs WHERE status IN (?, ?) ORDER BY seq",
+                (JobStatus.QUEUED.value, JobStatus.RUNNING.value),
+            ).fetchall()
+        return [Job.from_record(json.loads(r[0])) for r in rows]
+
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))

@@ -1,0 +1,93 @@
+"""Outputs on the local disk, under DATA_DIR/outputs/<job_id>/<name>.
+
+Names are made by the gateway (``<node>-<n>.<ext>`` with an extension from an allowlist),
+never taken from a client or from ComfyUI. Every lookup checks the job id and the file name
+against strict patterns and resolves the path inside the root: nothing outside it can be
+read, whatever the request says (``..``, encoded slashes, absolute paths, symlinks).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\.[a-z0-9]{1,5}$")
+
+# Extensions ComfyUI output nodes write, with the content type served for each.
+CONTENT_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".mp4": "video/mp4",
+    ".webm": "video/webm",
+    ".mov": "video/quicktime",
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".mp3": "audio/mpeg",
+    ".ogg": "audio/ogg",
+    ".opus": "audio/ogg",
+    ".glb": "model/gltf-binary",
+}
+
+
+def output_name(node_id: str, index: int, comfy_filename: str) -> str:
+    """A safe name for the index-th file of a node, keeping only a known extension."""
+    ext = PurePosixPath(comfy_filename).suffix.lower()
+    if ext not in CONTENT_TYPES:
+        ext = ".bin"
+    node = re.sub(r"[^A-Za-z0-9_-]", "_", node_id)[:40] or "node"
+    return f"{node}-{index}{ext}"
+
+
+def content_type(name: str) -> str:
+    ext = PurePosixPath(name).suffix.lower()
+    return CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, job_id: str, name: str | None = None) -> Path | None:
+        if not _JOB_ID.match(job_id) or (name is not None and not _NAME.match(name)):
+            return None
+        path = self.root / job_id if name is None else self.root / job_id / name
+        # resolve() follows symlinks: a link pointing out of the root is refused too.
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root):
+            return None
+        return resolved
+
+    def save(self, job_id: str, name: str, chunks: Iterable[bytes]) -> int:
+        path = self._path(job_id, name)
+        if path is None:
+            raise ValueError("invalid output name")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        size = 0
+        with tmp.open("wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+                size += len(chunk)
+        os.replace(tmp, path)
+        return size
+
+    def open_path(self, job_id: str, name: str) -> Path | None:
+        """The file's path if it is a stored regular file of that job, else None."""
+        path = self._path(job_id, name)
+        if path is None or path.is_symlink() or not path.is_file():
+            return None
+        return path
+
+    def delete_job(self, job_id: str) -> None:
+        path = self._path(job_id)
+        if path is not None and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)

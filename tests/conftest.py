@@ -1,0 +1,79 @@
+"""Shared fixtures: a clean environment, a fake ComfyUI, and gateways built on it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from comfygate.app import create_app
+from comfygate.gateway import Gateway
+
+if TYPE_CHECKING:
+    from comfygate.testing.fake_comfyui import FakeComfyUI
+
+pytest_plugins = ["tests.real_comfyui"]
+
+MakeApp = Callable[..., Flask]
+
+
+class BufferedClient(FlaskClient):
+    """Reads every response whole and closes it, so file responses leave no open file."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("buffered", True)
+        return super().open(*args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("COMFYGATE_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeComfyUI]:
+    from comfygate.testing.fake_comfyui import FakeComfyUI
+
+    with FakeComfyUI() as server:
+        yield server
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[MakeApp]:
+    """Build gateways (started) on the given backends; all are stopped at the end."""
+    gateways: list[Gateway] = []
+
+    def _make(backends: list[str], **overrides: Any) -> Flask:
+        settings: dict[str, Any] = {
+            "backends": backends,
+            "data_dir": str(tmp_path / f"data{len(gateways)}"),
+            "poll_interval_s": 0.2,
+            "connect_timeout_s": 1.0,
+            "read_timeout_s": 5.0,
+        }
+        settings.update(overrides)
+        app = create_app(settings, configure_logging=False)
+        app.test_client_class = BufferedClient
+        gateways.append(app.extensions["comfygate"])
+        return app
+
+    yield _make
+    for gateway in gateways:
+        gateway.stop()
+
+
+@pytest.fixture
+def app(make_app: MakeApp, fake: FakeComfyUI) -> Flask:
+    return make_app([fake.url])
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
