@@ -22,6 +22,13 @@ pytest_plugins = ["tests.real_comfyui"]
 MakeApp = Callable[..., Flask]
 
 
+def body(resp: Any) -> Any:
+    """A test response's JSON body (fails the test if it is not JSON)."""
+    data = resp.get_json(silent=True)
+    assert data is not None, f"not JSON: {resp.status_code} {resp.get_data(as_text=True)[:200]}"
+    return data
+
+
 class BufferedClient(FlaskClient):
     """Reads every response whole and closes it, so file responses leave no open file."""
 

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from comfygate.comfy.local import LocalComfyUI
-from tests.conftest import MakeApp
+from tests.conftest import MakeApp, body
 
 pytestmark = pytest.mark.comfyui
 
@@ -33,16 +33,24 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> bool:
 def real_app(make_app: MakeApp, real_comfyui: LocalComfyUI, tmp_path: Path) -> Flask:
     templates = tmp_path / "templates"
     templates.mkdir()
-    (templates / "loadimage.json").write_text(json.dumps({
-        "name": "loadimage",
-        "description": "LoadImage -> SaveImage",
-        "parameters": {"image": {"type": "string", "required": True, "targets": ["1.image"]}},
-        "workflow": {
-            "1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
-            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0],
-                                                         "filename_prefix": "x"}},
-        },
-    }))
+    (templates / "loadimage.json").write_text(
+        json.dumps(
+            {
+                "name": "loadimage",
+                "description": "LoadImage -> SaveImage",
+                "parameters": {
+                    "image": {"type": "string", "required": True, "targets": ["1.image"]}
+                },
+                "workflow": {
+                    "1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
+                    "2": {
+                        "class_type": "SaveImage",
+                        "inputs": {"images": ["1", 0], "filename_prefix": "x"},
+                    },
+                },
+            }
+        )
+    )
     return make_app([real_comfyui.url], templates_dir=str(templates), read_timeout_s=60.0)
 
 
@@ -52,8 +60,9 @@ def real_client(real_app: Flask) -> FlaskClient:
 
 
 def test_model_free_template_end_to_end(real_client: FlaskClient) -> None:
-    resp = real_client.post("/v1/generate", json={"template": "solid", "width": 32,
-                                                  "height": 16, "color": 0x00FF00})
+    resp = real_client.post(
+        "/v1/generate", json={"template": "solid", "width": 32, "height": 16, "color": 0x00FF00}
+    )
     assert resp.status_code == 200
     assert resp.content_type == "image/png"
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
@@ -66,10 +75,10 @@ def test_model_free_template_end_to_end(real_client: FlaskClient) -> None:
 
 
 def test_txt2img_with_the_random_sd15_checkpoint(real_client: FlaskClient) -> None:
-    body = {"prompt": "a cat", "width": 64, "height": 64, "steps": 2, "seed": 7}
-    resp = real_client.post("/v1/generate", json=body, headers={"Accept": "application/json"})
-    assert resp.status_code == 200, resp.json
-    job = resp.json
+    request = {"prompt": "a cat", "width": 64, "height": 64, "steps": 2, "seed": 7}
+    resp = real_client.post("/v1/generate", json=request, headers={"Accept": "application/json"})
+    assert resp.status_code == 200, body(resp)
+    job = body(resp)
     assert job["status"] == "succeeded"
     assert job["params"]["checkpoint"] == "random-sd15-fp16.safetensors"
     assert job["params"]["seed"] == 7
@@ -81,11 +90,18 @@ def test_txt2img_with_the_random_sd15_checkpoint(real_client: FlaskClient) -> No
 
 
 def test_a_workflow_comfyui_rejects_is_502_naming_the_node(real_client: FlaskClient) -> None:
-    resp = real_client.post("/v1/generate", json={
-        "prompt": "x", "checkpoint": "no-such-model.safetensors", "width": 64, "height": 64,
-        "steps": 1})
+    resp = real_client.post(
+        "/v1/generate",
+        json={
+            "prompt": "x",
+            "checkpoint": "no-such-model.safetensors",
+            "width": 64,
+            "height": 64,
+            "steps": 1,
+        },
+    )
     assert resp.status_code == 502
-    error = resp.json["error"]
+    error = body(resp)["error"]
     assert error["code"] == "generation_failed"
     assert error["details"]["node_id"] == "4"
     assert error["details"]["node_type"] == "CheckpointLoaderSimple"
@@ -99,10 +115,11 @@ def test_a_workflow_that_fails_while_running_is_502_without_paths(
     input_dir = real_comfyui.base_dir / "input"
     input_dir.mkdir(exist_ok=True)
     (input_dir / "not-an-image.png").write_bytes(b"this is not a PNG")
-    resp = real_client.post("/v1/generate", json={"template": "loadimage",
-                                                  "image": "not-an-image.png"})
+    resp = real_client.post(
+        "/v1/generate", json={"template": "loadimage", "image": "not-an-image.png"}
+    )
     assert resp.status_code == 502
-    error = resp.json["error"]
+    error = body(resp)["error"]
     assert error["code"] == "generation_failed"
     assert error["details"]["node_id"] == "1"
     assert error["details"]["node_type"] == "LoadImage"
@@ -116,10 +133,12 @@ def test_a_workflow_that_fails_while_running_is_502_without_paths(
 def test_timeout_is_504_and_the_job_is_interrupted(
     real_app: Flask, real_client: FlaskClient, real_comfyui: LocalComfyUI
 ) -> None:
-    resp = real_client.post("/v1/generate", json={
-        "prompt": "slow", "width": 64, "height": 64, "steps": 150, "timeout_s": 1})
+    resp = real_client.post(
+        "/v1/generate",
+        json={"prompt": "slow", "width": 64, "height": 64, "steps": 150, "timeout_s": 1},
+    )
     assert resp.status_code == 504
-    error = resp.json["error"]
+    error = body(resp)["error"]
     assert error["code"] == "timeout"
     job_id = error["details"]["job_id"]
     gateway = real_app.extensions["comfygate"]
@@ -141,6 +160,6 @@ def test_comfyui_stopped_is_503_and_not_ready(
     assert wait_for(lambda: client.get("/readyz").status_code == 503, 15)
     resp = client.post("/v1/generate", json={"template": "solid"})
     assert resp.status_code == 503
-    assert resp.json["error"]["code"] == "backend_unavailable"
+    assert body(resp)["error"]["code"] == "backend_unavailable"
     assert int(resp.headers["Retry-After"]) > 0
     assert fresh_comfyui.url not in resp.get_data(as_text=True)

@@ -69,6 +69,25 @@ class Settings(BaseModel):
     job_deadline_s: float = Field(
         3600.0, gt=0, description="a job still unfinished after this is failed"
     )
+    max_attempts: int = Field(
+        3, ge=1, le=20, description="submissions of one job when ComfyUI loses it"
+    )
+    job_retention_s: float = Field(
+        7 * 86400.0, gt=0, description="finished jobs and their outputs are deleted after this"
+    )
+    sse_heartbeat_s: float = Field(15.0, gt=0, description="comment line on idle event streams")
+
+    webhook_secret: str | None = Field(
+        None,
+        description="HMAC-SHA256 key for X-ComfyGate-Signature; default: generated once "
+        "and kept in DATA_DIR/webhook-secret",
+    )
+    webhook_max_attempts: int = Field(5, ge=1, le=50)
+    webhook_backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles")
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_allow_private: bool = Field(
+        False, description="allow webhooks to loopback/private addresses (local development)"
+    )
 
     api_keys: CsvList = Field(default_factory=list)
     cors_origins: CsvList = Field(default_factory=list)

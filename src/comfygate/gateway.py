@@ -15,6 +15,7 @@ from comfygate.comfy.local import LocalComfyUI, LocalComfyUIConfig
 from comfygate.config import Settings, prepare_data_dir
 from comfygate.jobs.service import JobService, ServiceOptions
 from comfygate.jobs.store import SQLiteJobStore
+from comfygate.jobs.webhooks import WebhookOptions, load_or_create_secret
 from comfygate.storage.local import LocalStorage
 from comfygate.templates import TemplateRegistry
 
@@ -67,6 +68,14 @@ class Gateway:
             ServiceOptions(
                 poll_interval_s=self.settings.poll_interval_s,
                 job_deadline_s=self.settings.job_deadline_s,
+                max_attempts=self.settings.max_attempts,
+                retention_s=self.settings.job_retention_s,
+            ),
+            WebhookOptions(
+                secret=load_or_create_secret(self.settings.webhook_secret, self.data_dir),
+                max_attempts=self.settings.webhook_max_attempts,
+                backoff_s=self.settings.webhook_backoff_s,
+                timeout_s=self.settings.webhook_timeout_s,
             ),
         )
         self.pool.start()

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from comfygate.api import errors, generate, ops, outputs, templates
+from comfygate.api import errors, generate, jobs, ops, outputs, templates
 
 
 def init_app(app: Flask) -> None:
     errors.init_app(app)
-    for module in (generate, outputs, templates, ops):
+    for module in (generate, jobs, outputs, templates, ops):
         app.register_blueprint(module.bp)

@@ -207,6 +207,8 @@ class BackendPool:
             self._on_event(backend, event)
 
     def _connection(self, backend: Backend, connected: bool) -> None:
+        if self._stop.is_set():
+            return
         if not connected and backend.healthy:
             # Passive signal: check now rather than at the next probe.
             threading.Thread(target=self.probe, args=(backend,), daemon=True).start()

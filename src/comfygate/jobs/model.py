@@ -97,6 +97,7 @@ class Job:
     finished_at: float | None = None
     deadline_at: float | None = None
     webhook_url: str | None = None
+    webhook: dict[str, Any] | None = None  # delivery state: delivered, attempts, last_error
     # Where it runs: never shown to users.
     backend: str | None = None
     prompt_id: str | None = None
@@ -148,6 +149,7 @@ class Job:
             "error": self.error,
             "cached": self.cached,
             "attempts": self.attempts,
+            **({"webhook": self.webhook} if self.webhook_url else {}),
             "created_at": rfc3339(self.created_at),
             "started_at": rfc3339(self.started_at),
             "finished_at": rfc3339(self.finished_at),

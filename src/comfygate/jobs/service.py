@@ -42,6 +42,7 @@ from comfygate.errors import (
 from comfygate.jobs.events import JobEvents
 from comfygate.jobs.model import Job, JobStatus, Output, now
 from comfygate.jobs.store import JobStore
+from comfygate.jobs.webhooks import WebhookOptions, WebhookSender
 from comfygate.storage.local import LocalStorage, content_type, output_name
 from comfygate.templates import TemplateRegistry, bind, resolve_params, validate_params
 
@@ -55,6 +56,8 @@ class ServiceOptions:
     poll_interval_s: float = 1.0
     job_deadline_s: float = 3600.0
     max_attempts: int = 3
+    retention_s: float = 7 * 86400.0
+    sweep_interval_s: float = 60.0
 
 
 class JobService:
@@ -65,6 +68,7 @@ class JobService:
         storage: LocalStorage,
         templates: TemplateRegistry,
         options: ServiceOptions | None = None,
+        webhooks: WebhookOptions | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -82,6 +86,7 @@ class JobService:
         self._stop = threading.Event()
         self._workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="job-worker")
         self._thread: threading.Thread | None = None
+        self.webhooks = WebhookSender(webhooks, self._record_webhook) if webhooks else None
         pool.set_handlers(self._on_event, self._on_connection, self._wake.set)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -97,6 +102,8 @@ class JobService:
         if self._thread is not None:
             self._thread.join(10)
         self._workers.shutdown(wait=True, cancel_futures=True)
+        if self.webhooks is not None:
+            self.webhooks.stop()
 
     def _recover(self) -> None:
         """Take back every unfinished job after a (re)start; reconciliation finds their fate."""
@@ -114,8 +121,17 @@ class JobService:
     # --- the public operations ------------------------------------------------------------
 
     def create(
-        self, template_name: str, raw_params: dict[str, Any], *, webhook_url: str | None = None
+        self,
+        template_name: str,
+        raw_params: dict[str, Any],
+        *,
+        webhook_url: str | None = None,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
     ) -> Job:
+        """Validate, fill in, bind and queue a job. With an idempotency key, the same key and
+        fingerprint (a hash of the request) return the job made the first time; the same
+        key with another fingerprint is a conflict."""
         template = self.templates.get(template_name)
         given = validate_params(template, raw_params)
         if not self.pool.any_healthy():
@@ -130,6 +146,15 @@ class JobService:
             webhook_url=webhook_url,
         )
         job.deadline_at = job.created_at + self.options.job_deadline_s
+        if idempotency_key is not None:
+            bound_id, bound_fingerprint = self.store.claim_key(idempotency_key, fingerprint, job.id)
+            if bound_id != job.id:
+                if bound_fingerprint != fingerprint:
+                    raise Conflict(
+                        "this Idempotency-Key was used with a different request",
+                        {"idempotency_key": idempotency_key},
+                    )
+                return self.get(bound_id)
         self.store.insert(job)
         with self._lock:
             self._live[job.id] = job
@@ -145,6 +170,13 @@ class JobService:
         if job is None:
             raise NotFound(f"no job with id '{job_id}'", {"job_id": job_id})
         return job
+
+    def page(
+        self, status: JobStatus | None, limit: int, cursor: int | None
+    ) -> tuple[list[Job], int | None]:
+        jobs, next_cursor = self.store.page(status, limit, cursor)
+        with self._lock:  # the live copy has the freshest progress
+            return [self._live.get(j.id, j) for j in jobs], next_cursor
 
     def wait(self, job_id: str, timeout_s: float) -> Job | None:
         """Block until the job ends; None if ``timeout_s`` passes first."""
@@ -193,6 +225,7 @@ class JobService:
 
     def _loop(self) -> None:
         last_poll = 0.0
+        last_sweep = 0.0
         while not self._stop.is_set():
             self._wake.wait(self.options.poll_interval_s)
             self._wake.clear()
@@ -204,6 +237,9 @@ class JobService:
                     last_poll = time.monotonic()
                     self._poll_fallback()
                     self._expire()
+                if time.monotonic() - last_sweep >= self.options.sweep_interval_s:
+                    last_sweep = time.monotonic()
+                    self.sweep()
             except Exception:
                 log.exception("dispatcher iteration failed")
 
@@ -384,6 +420,25 @@ class JobService:
                     },
                 )
 
+    def sweep(self) -> int:
+        """Delete finished jobs (and their outputs) older than the retention time."""
+        count = 0
+        while ids := self.store.finished_before(now() - self.options.retention_s):
+            for job_id in ids:
+                self.storage.delete_job(job_id)
+                self.store.delete(job_id)
+                count += 1
+        if count:
+            log.info("retention sweep deleted %d jobs", count)
+        return count
+
+    def _record_webhook(self, job_id: str, state: dict[str, Any]) -> None:
+        with self._lock:
+            job = self.store.get(job_id)
+            if job is not None:
+                job.webhook = state
+                self.store.update(job)
+
     # --- the end of a job -----------------------------------------------------------------
 
     def _finalize(self, job_id: str, entry: HistoryEntry | None = None) -> None:
@@ -498,6 +553,8 @@ class JobService:
         job.error = error
         if outputs is not None:
             job.outputs = outputs
+        if job.webhook_url:
+            job.webhook = {"delivered": False, "attempts": 0, "last_error": None}
         self.store.update(job)
         self._live.pop(job.id, None)
         self._exec_errors.pop(job.id, None)
@@ -510,3 +567,5 @@ class JobService:
         public = job.public()
         self.events.publish(job.id, "status", public)
         self.events.publish(job.id, "done", public)
+        if job.webhook_url and self.webhooks is not None:
+            self.webhooks.send(job.id, job.webhook_url, public)

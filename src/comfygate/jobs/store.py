@@ -24,6 +24,8 @@ class JobStore(Protocol):
     ) -> tuple[list[Job], int | None]: ...
     def unfinished(self) -> list[Job]: ...
     def delete(self, job_id: str) -> None: ...
+    def finished_before(self, timestamp: float, limit: int = 500) -> list[str]: ...
+    def claim_key(self, key: str, fingerprint: str, job_id: str) -> tuple[str, str]: ...
     def close(self) -> None: ...
 
 
@@ -32,9 +34,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL,
+    finished_at REAL,
     data TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    job_id TEXT NOT NULL
+);
 """
 
 
@@ -56,15 +65,15 @@ class SQLiteJobStore:
     def insert(self, job: Job) -> None:
         with self._lock:
             self._conn.execute(
-                "INSERT INTO jobs (id, status, data) VALUES (?, ?, ?)",
-                (job.id, job.status.value, json.dumps(job.to_record())),
+                "INSERT INTO jobs (id, status, finished_at, data) VALUES (?, ?, ?, ?)",
+                (job.id, job.status.value, job.finished_at, json.dumps(job.to_record())),
             )
 
     def update(self, job: Job) -> None:
         with self._lock:
             self._conn.execute(
-                "UPDATE jobs SET status = ?, data = ? WHERE id = ?",
-                (job.status.value, json.dumps(job.to_record()), job.id),
+                "UPDATE jobs SET status = ?, finished_at = ?, data = ? WHERE id = ?",
+                (job.status.value, job.finished_at, json.dumps(job.to_record()), job.id),
             )
 
     def get(self, job_id: str) -> Job | None:
@@ -103,3 +112,26 @@ class SQLiteJobStore:
     def delete(self, job_id: str) -> None:
         with self._lock:
             self._conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            self._conn.execute("DELETE FROM idempotency_keys WHERE job_id = ?", (job_id,))
+
+    def finished_before(self, timestamp: float, limit: int = 500) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
+                (timestamp, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def claim_key(self, key: str, fingerprint: str, job_id: str) -> tuple[str, str]:
+        """Bind an Idempotency-Key to a job unless it is bound already; atomically returns
+        the (job id, fingerprint) the key is bound to."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO idempotency_keys (key, fingerprint, job_id) "
+                "VALUES (?, ?, ?)",
+                (key, fingerprint, job_id),
+            )
+            row = self._conn.execute(
+                "SELECT job_id, fingerprint FROM idempotency_keys WHERE key = ?", (key,)
+            ).fetchone()
+        return str(row[0]), str(row[1])

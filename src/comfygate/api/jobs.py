@@ -1,0 +1,141 @@
+"""Asynchronous jobs: submit, read, list, cancel, and follow as server-sent events."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from comfygate.api.body import json_object, run_request
+from comfygate.errors import BadRequest, ValidationFailed
+from comfygate.jobs.model import JobStatus
+
+bp = Blueprint("jobs", __name__)
+
+MAX_PAGE = 200
+
+
+def _webhook_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationFailed("'webhook_url' must be an http(s) URL", field="webhook_url")
+    if parts.username or parts.password:
+        raise ValidationFailed("'webhook_url' must not carry credentials", field="webhook_url")
+    if len(value) > 2048:
+        raise ValidationFailed("'webhook_url' is too long", field="webhook_url")
+    return value
+
+
+@bp.post("/v1/jobs")
+def submit() -> Response:
+    gateway = current_app.extensions["comfygate"]
+    body = json_object()
+    req = run_request(body)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= 255):
+        raise BadRequest("Idempotency-Key must be 1 to 255 characters")
+    fingerprint = hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+    job = gateway.jobs.create(
+        req.template,
+        req.params,
+        webhook_url=_webhook_url(req.webhook_url),
+        idempotency_key=key,
+        fingerprint=fingerprint,
+    )
+    resp = jsonify(job.public())
+    resp.status_code = 202
+    resp.headers["Location"] = f"/v1/jobs/{job.id}"
+    return resp
+
+
+@bp.get("/v1/jobs/<job_id>")
+def get(job_id: str) -> Response:
+    return jsonify(current_app.extensions["comfygate"].jobs.get(job_id).public())
+
+
+@bp.delete("/v1/jobs/<job_id>")
+def cancel(job_id: str) -> Response:
+    return jsonify(current_app.extensions["comfygate"].jobs.cancel(job_id).public())
+
+
+@bp.get("/v1/jobs")
+def list_jobs() -> Response:
+    args = request.args
+    status: JobStatus | None = None
+    if args.get("status"):
+        try:
+            status = JobStatus(args["status"])
+        except ValueError:
+            allowed = ", ".join(s.value for s in JobStatus)
+            raise ValidationFailed(f"'status' must be one of: {allowed}", field="status") from None
+    limit = _int_arg("limit", 50, 1, MAX_PAGE)
+    cursor = _int_arg("cursor", None, 1, None)
+    jobs, next_cursor = current_app.extensions["comfygate"].jobs.page(status, limit, cursor)
+    return jsonify(
+        {
+            "jobs": [j.public() for j in jobs],
+            "next_cursor": None if next_cursor is None else str(next_cursor),
+        }
+    )
+
+
+def _int_arg(name: str, default: int | None, low: int, high: int | None) -> Any:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationFailed(f"'{name}' must be an integer", field=name) from None
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValidationFailed(f"'{name}' must be {bounds}", field=name)
+    return value
+
+
+def _sse(event: str, data: dict[str, Any] | None) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+@bp.get("/v1/jobs/<job_id>/events")
+def events(job_id: str) -> Response:
+    service = current_app.extensions["comfygate"].jobs
+    heartbeat = current_app.extensions["comfygate"].settings.sse_heartbeat_s
+    service.get(job_id)  # 404 before the stream starts, not an empty stream
+
+    def stream() -> Iterator[str]:
+        with service.events.subscribe(job_id) as updates:
+            # Subscribed first, then the current state: nothing falls between the two.
+            job = service.get(job_id)
+            yield _sse("status", job.public())
+            if job.progress:
+                yield _sse("progress", job.progress)
+            if job.status.terminal:
+                for output in job.public()["outputs"]:
+                    yield _sse("output", output)
+                yield _sse("done", job.public())
+                return
+            while True:
+                try:
+                    kind, data = updates.get(timeout=heartbeat)
+                except queue.Empty:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield _sse(kind, data)
+                if kind == "done":
+                    return
+
+    return Response(
+        stream(),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
