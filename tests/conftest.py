@@ -77,7 +77,7 @@ def make_app(tmp_path: Path) -> Iterator[MakeApp]:
 
 
 @pytest.fixture
-def app(make_app: MakeApp, fake: FakeComfyUI) -> Flask:
+def app(fake: FakeComfyUI, make_app: MakeApp) -> Flask:
     return make_app([fake.url])
 
 

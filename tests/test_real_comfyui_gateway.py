@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import io
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
 from comfygate.comfy.local import LocalComfyUI
 from tests.conftest import MakeApp, body
+from tests.helpers import comfy_idle, wait_for
 
 pytestmark = pytest.mark.comfyui
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 @pytest.fixture
@@ -144,11 +133,7 @@ def test_timeout_is_504_and_the_job_is_interrupted(
     gateway = real_app.extensions["comfygate"]
     assert gateway.jobs.get(job_id).status.value == "cancelled"
 
-    def comfy_idle() -> bool:
-        queue = requests.get(f"{real_comfyui.url}/queue", timeout=5).json()
-        return not queue["queue_running"] and not queue["queue_pending"]
-
-    assert wait_for(comfy_idle, 30), "ComfyUI kept running the timed-out job"
+    assert wait_for(lambda: comfy_idle(real_comfyui.url), 30), "ComfyUI kept running the job"
 
 
 def test_comfyui_stopped_is_503_and_not_ready(

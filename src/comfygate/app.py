@@ -29,6 +29,8 @@ def create_app(
     if configure_logging:
         logs.configure(settings.log_format, settings.log_level)
     app = Flask("comfygate")
+    # "//" in a path must be a 404 like any other bad path, not a redirect to a merged one.
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     gateway = Gateway(settings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -97,13 +98,30 @@ class WebsocketListener:
             self.connected = connected
             self._on_state(connected)
 
+    def _connect(self) -> websocket.WebSocket:
+        ws = websocket.WebSocket()
+        ws.settimeout(self._connect_timeout_s)
+        parts = urlsplit(self.url)
+        if parts.scheme == "wss":
+            ws.connect(self.url, suppress_origin=True)
+            return ws
+        # websocket-client leaks its socket when a plain-ws handshake fails (a ComfyUI that
+        # refuses /ws, or one going down): we own the TCP socket and close it ourselves.
+        sock = socket.create_connection(
+            (parts.hostname, parts.port or 80), timeout=self._connect_timeout_s
+        )
+        try:
+            ws.connect(self.url, socket=sock, suppress_origin=True)
+        except BaseException:
+            sock.close()
+            raise
+        return ws
+
     def _run(self) -> None:
         delay = self._backoff_initial_s
         while not self._stop.is_set():
             try:
-                ws = websocket.create_connection(
-                    self.url, timeout=self._connect_timeout_s, suppress_origin=True
-                )
+                ws = self._connect()
             except Exception as exc:
                 log.debug("websocket connect to %s failed: %s", self.name, exc)
                 self._set_state(False)
@@ -125,6 +143,7 @@ class WebsocketListener:
                     self._ws = None
                 try:
                     ws.close()
+                    ws.shutdown()  # close() is a no-op after the peer's close or EOF
                 except Exception:
                     log.debug("close failed", exc_info=True)
                 self._set_state(False)
