@@ -9,7 +9,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	$(BIN)/comfygate serve $(ARGS)
+	$(BIN)/comfygate serve --config config/local-cpu.toml $(ARGS)
 
 lint:
 	$(BIN)/ruff check src tests bench scripts

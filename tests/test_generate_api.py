@@ -113,7 +113,7 @@ def test_the_graph_sent_to_comfyui_is_the_bound_template(
 def test_bad_bodies_are_400_bad_request(
     client: FlaskClient, kwargs: dict[str, str], fragment: str
 ) -> None:
-    resp = client.post("/v1/generate", **kwargs)  # type: ignore[arg-type]
+    resp = client.post("/v1/generate", **kwargs)
     assert resp.status_code == 400
     error = body(resp)["error"]
     assert error["code"] == "bad_request"

@@ -196,3 +196,24 @@ def test_template_digest_changes_with_content() -> None:
     changed["workflow"]["1"]["inputs"]["height"] = 2
     assert parse_template(changed, "b").digest != a.digest
     assert parse_template(json.loads(json.dumps(GOOD)), "c").digest == a.digest
+
+
+def test_operator_default_overrides(tmp_path: Path) -> None:
+    registry = TemplateRegistry.load(None, {"txt2img": {"steps": 8, "width": 128}})
+    template = registry.get("txt2img")
+    values = resolve_params(template, {"prompt": "x"}, {"checkpoints": ["m"]})
+    assert (values["steps"], values["width"], values["height"]) == (8, 128, 512)
+    assert template.digest != TXT2IMG.digest  # cached results of other defaults don't apply
+
+
+@pytest.mark.parametrize(
+    ("defaults", "fragment"),
+    [
+        ({"nope": {"steps": 1}}, "names no template 'nope'"),
+        ({"txt2img": {"stepz": 1}}, "no parameter 'stepz'"),
+        ({"txt2img": {"steps": 0}}, "default of 'steps' is invalid"),
+    ],
+)
+def test_bad_default_overrides_are_refused(defaults: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(TemplateError, match=fragment):
+        TemplateRegistry.load(None, defaults)

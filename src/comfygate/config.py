@@ -7,6 +7,7 @@ with a line saying what it is for. Knows nothing of Flask.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -57,6 +58,11 @@ class Settings(BaseModel):
 
     data_dir: Path = Field(Path("./comfygate-data"), description="database, outputs, cache")
     templates_dir: Path | None = Field(None, description="extra templates")
+    template_defaults: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per-template default overrides, e.g. {txt2img = {steps = 8}} in TOML "
+        "or JSON in the environment",
+    )
     default_template: str = "txt2img"
 
     request_timeout_s: float = Field(300.0, gt=0, description="longest synchronous wait")
@@ -109,6 +115,16 @@ class Settings(BaseModel):
             except ValueError as exc:
                 raise ValueError(f"{url!r} has an invalid port") from exc
         return urls
+
+    @field_validator("template_defaults", mode="before")
+    @classmethod
+    def _json_table(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError('must be a JSON object such as {"txt2img": {"steps": 8}}') from exc
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -26,7 +26,7 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir: Path = prepare_data_dir(settings)
-        self.templates = TemplateRegistry.load(settings.templates_dir)
+        self.templates = TemplateRegistry.load(settings.templates_dir, settings.template_defaults)
         self.local: LocalComfyUI | None = None
         if settings.uses_local_comfyui:
             models = settings.resolved_models_dir.expanduser().resolve()

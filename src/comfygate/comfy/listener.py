@@ -103,7 +103,7 @@ class WebsocketListener:
         ws.settimeout(self._connect_timeout_s)
         parts = urlsplit(self.url)
         if parts.scheme == "wss":
-            ws.connect(self.url, suppress_origin=True)
+            ws.connect(self.url, suppress_origin=True)  # type: ignore[no-untyped-call]
             return ws
         # websocket-client leaks its socket when a plain-ws handshake fails (a ComfyUI that
         # refuses /ws, or one going down): we own the TCP socket and close it ourselves.
@@ -111,7 +111,7 @@ class WebsocketListener:
             (parts.hostname, parts.port or 80), timeout=self._connect_timeout_s
         )
         try:
-            ws.connect(self.url, socket=sock, suppress_origin=True)
+            ws.connect(self.url, socket=sock, suppress_origin=True)  # type: ignore[no-untyped-call]
         except BaseException:
             sock.close()
             raise
@@ -143,7 +143,7 @@ class WebsocketListener:
                     self._ws = None
                 try:
                     ws.close()
-                    ws.shutdown()  # close() is a no-op after the peer's close or EOF
+                    ws.shutdown()  # type: ignore[no-untyped-call]  # close() is a no-op after EOF
                 except Exception:
                     log.debug("close failed", exc_info=True)
                 self._set_state(False)

@@ -69,6 +69,18 @@ def parse_template(data: Any, source: str) -> Template:
     return template
 
 
+def with_defaults(template: Template, overrides: dict[str, Any]) -> Template:
+    data = template.model_dump(mode="json")
+    for param, value in overrides.items():
+        if param not in data["parameters"]:
+            raise TemplateError(
+                f"TEMPLATE_DEFAULTS: template {template.name!r} has no parameter {param!r}"
+            )
+        data["parameters"][param]["default"] = value
+        data["parameters"][param]["required"] = False
+    return parse_template(data, f"TEMPLATE_DEFAULTS for {template.name!r}")
+
+
 def load_file(path: Path) -> Template:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -89,7 +101,13 @@ class TemplateRegistry:
         self._templates = dict(sorted(templates.items()))
 
     @classmethod
-    def load(cls, templates_dir: Path | None = None) -> TemplateRegistry:
+    def load(
+        cls,
+        templates_dir: Path | None = None,
+        defaults: dict[str, dict[str, Any]] | None = None,
+    ) -> TemplateRegistry:
+        """Built-in templates, then the user's (which may replace them), then the operator's
+        default overrides (TEMPLATE_DEFAULTS), each checked like a template file's own."""
         found: dict[str, Template] = {}
         builtin = resources.files("comfygate.templates") / "builtin"
         for entry in sorted(builtin.iterdir(), key=lambda e: e.name):
@@ -105,6 +123,10 @@ class TemplateRegistry:
                 if template.name in found:
                     log.info("template %s overrides the built-in one", template.name)
                 found[template.name] = template
+        for name, overrides in (defaults or {}).items():
+            if name not in found:
+                raise TemplateError(f"TEMPLATE_DEFAULTS names no template {name!r}")
+            found[name] = with_defaults(found[name], overrides)
         return cls(found)
 
     def get(self, name: str) -> Template:
