@@ -8,6 +8,7 @@ reverse, so a test can start a gateway, stop it, and leave no thread or process 
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 
 from comfygate.backends.pool import BackendPool
@@ -59,6 +60,7 @@ class Gateway:
             connect_timeout_s=self.settings.connect_timeout_s,
             read_timeout_s=self.settings.read_timeout_s,
             max_in_flight=self.settings.max_in_flight_per_backend,
+            client_id=self._client_id(),
         )
         self.jobs = JobService(
             self.store,
@@ -82,6 +84,17 @@ class Gateway:
         self.jobs.start()
         self.started = True
         log.info("gateway started with %d backend(s)", len(specs))
+
+    def _client_id(self) -> str:
+        """The id this gateway gives ComfyUI, kept in DATA_DIR so it survives restarts."""
+        path = self.data_dir / "client-id"
+        if path.is_file():
+            value = path.read_text().strip()
+            if value.isalnum():
+                return value
+        value = uuid.uuid4().hex
+        path.write_text(value + "\n")
+        return value
 
     def stop(self) -> None:
         if self.jobs is not None:

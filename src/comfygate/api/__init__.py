@@ -6,10 +6,20 @@ from __future__ import annotations
 
 from flask import Flask
 
-from comfygate.api import errors, generate, jobs, ops, outputs, templates
+from comfygate.api import (
+    errors,
+    generate,
+    jobs,
+    openapi,
+    ops,
+    outputs,
+    template_routes,
+    templates,
+    web,
+)
 
 
 def init_app(app: Flask) -> None:
     errors.init_app(app)
-    for module in (generate, jobs, outputs, templates, ops):
+    for module in (generate, jobs, outputs, templates, template_routes, ops, openapi, web):
         app.register_blueprint(module.bp)

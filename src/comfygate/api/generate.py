@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from comfygate.api.body import json_object, run_request
@@ -13,8 +15,13 @@ bp = Blueprint("generate", __name__)
 
 @bp.post("/v1/generate")
 def generate() -> Response:
+    return generate_from(json_object())
+
+
+def generate_from(body: dict[str, Any]) -> Response:
+    """The synchronous run of a body (also POST /v1/templates/{name}/generate's)."""
     gateway = current_app.extensions["comfygate"]
-    req = run_request(json_object())
+    req = run_request(body)
     limit = gateway.settings.request_timeout_s
     timeout = min(req.timeout_s, limit) if req.timeout_s else limit
     job = gateway.jobs.create(req.template, req.params)

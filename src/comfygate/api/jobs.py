@@ -35,8 +35,12 @@ def _webhook_url(value: str | None) -> str | None:
 
 @bp.post("/v1/jobs")
 def submit() -> Response:
+    return submit_from(json_object())
+
+
+def submit_from(body: dict[str, Any]) -> Response:
+    """Create a job from a body (also POST /v1/templates/{name}/jobs's): 202 + Location."""
     gateway = current_app.extensions["comfygate"]
-    body = json_object()
     req = run_request(body)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= 255):

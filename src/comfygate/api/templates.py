@@ -1,16 +1,58 @@
-"""GET /v1/templates and /v1/templates/{name}: names, descriptions, parameter schemas."""
+"""GET /v1/templates and /v1/templates/{name}: names, descriptions, parameter schemas; and
+GET /v1/templates/check: every template against every backend's node list."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, current_app, jsonify
+
+from comfygate.templates.check import check_template
 
 bp = Blueprint("templates", __name__)
 
 
 @bp.get("/v1/templates")
 def list_templates() -> Response:
-    registry = current_app.extensions["comfygate"].templates
-    return jsonify({"templates": [t.public() for t in registry.all()]})
+    gateway = current_app.extensions["comfygate"]
+    return jsonify(
+        {
+            "templates": [t.public() for t in gateway.templates.all()],
+            "default_template": gateway.settings.default_template,
+        }
+    )
+
+
+# Registered before /v1/templates/<name>, which it would otherwise be taken for: a template
+# named "check" is therefore not reachable by name on this route.
+@bp.get("/v1/templates/check")
+def check_templates() -> Response:
+    """Uses each backend's cached /object_info (refreshed by the health probe), so it costs
+    ComfyUI nothing. Backend URLs are never shown."""
+    gateway = current_app.extensions["comfygate"]
+    pool = gateway.pool
+    backends: list[dict[str, Any]] = []
+    for backend in pool.backends.values() if pool else []:
+        entry: dict[str, Any] = {
+            "name": backend.name,
+            "status": "healthy" if backend.healthy else "unhealthy",
+            "checked": bool(backend.object_info),
+            "templates": [],
+        }
+        if not backend.object_info:
+            entry["error"] = "no node list from this backend yet (it has not been reachable)"
+        else:
+            for template in gateway.templates.all():
+                problems = check_template(template, backend.object_info)
+                entry["templates"].append(
+                    {
+                        "name": template.name,
+                        "ok": not problems,
+                        "problems": [p.to_dict() for p in problems],
+                    }
+                )
+        backends.append(entry)
+    return jsonify({"backends": backends})
 
 
 @bp.get("/v1/templates/<name>")

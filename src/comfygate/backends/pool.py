@@ -96,8 +96,11 @@ class BackendPool:
         probe_interval_s: float = 5.0,
         object_info_ttl_s: float = 60.0,
         max_in_flight: int = 2,
+        client_id: str | None = None,
     ) -> None:
-        self.client_id = uuid.uuid4().hex
+        # ComfyUI sends a prompt's events only to the client id that submitted it: a gateway
+        # that restarts must come back with the same id to hear about its jobs.
+        self.client_id = client_id or uuid.uuid4().hex
         self.backends: dict[str, Backend] = {}
         for spec in specs:
             name, url = parse_backend(spec)
@@ -209,8 +212,9 @@ class BackendPool:
     def _connection(self, backend: Backend, connected: bool) -> None:
         if self._stop.is_set():
             return
-        if not connected and backend.healthy:
-            # Passive signal: check now rather than at the next probe.
+        if connected != backend.healthy:
+            # Passive signal either way (lost, or back after a restart): probe now rather
+            # than at the next interval.
             threading.Thread(target=self.probe, args=(backend,), daemon=True).start()
         if self._on_connection is not None:
             self._on_connection(backend, connected)

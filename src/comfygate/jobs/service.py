@@ -93,6 +93,9 @@ class JobService:
 
     def start(self) -> None:
         self._recover()
+        # Listeners connected before the recovered jobs were known: reconcile them now.
+        for name in {job.backend for job in self._live.values() if job.backend}:
+            self._workers.submit(self._reconcile_backend, name)
         self._thread = threading.Thread(target=self._loop, name="job-dispatcher", daemon=True)
         self._thread.start()
 
@@ -362,11 +365,19 @@ class JobService:
         try:
             # Queue first, then history: a prompt leaves the queue only after its history
             # is written, so "in neither" really means ComfyUI lost it.
-            queued = prompt_id in backend.client.queue()
+            queue = backend.client.queue()
+            queued = prompt_id in queue
             entry = None if queued else backend.client.history(prompt_id)
         except BackendUnavailable:
             return  # backend down: its jobs wait for it (or for their deadline)
         if queued:
+            if prompt_id in queue.running:
+                # Its execution_start may have been sent while we were not listening.
+                with self._lock:
+                    if job.status is JobStatus.QUEUED and job.prompt_id == prompt_id:
+                        job.move_to(JobStatus.RUNNING)
+                        self.store.update(job)
+                        self.events.publish(job.id, "status", job.public())
             return
         if entry is not None:
             self._finalize(job_id, entry)

@@ -1,0 +1,36 @@
+"""POST /v1/templates/{name}/generate and /v1/templates/{name}/jobs: the same runs as
+/v1/generate and /v1/jobs with the template named by the path, so each template has its own
+typed body in the OpenAPI document (``api/openapi.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app
+
+from comfygate.api.body import json_object
+from comfygate.api.generate import generate_from
+from comfygate.api.jobs import submit_from
+from comfygate.errors import ValidationFailed
+
+bp = Blueprint("template_routes", __name__)
+
+
+def _body_for(name: str) -> dict[str, Any]:
+    body = json_object()
+    current_app.extensions["comfygate"].templates.get(name)  # 404 for an unknown template
+    if body.get("template", name) != name:
+        raise ValidationFailed(
+            f"'template' is {name!r} on this route (given by the path)", field="template"
+        )
+    return {**body, "template": name}
+
+
+@bp.post("/v1/templates/<name>/generate")
+def generate(name: str) -> Response:
+    return generate_from(_body_for(name))
+
+
+@bp.post("/v1/templates/<name>/jobs")
+def submit(name: str) -> Response:
+    return submit_from(_body_for(name))

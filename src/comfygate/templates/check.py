@@ -1,0 +1,185 @@
+"""Checking a template against one backend's ``/object_info``: what would ComfyUI refuse?
+
+A pure function of the template and the node list (no HTTP): unknown node types, inputs a
+node does not declare, required inputs the workflow lacks, combo values (a checkpoint file, a
+sampler name) the backend does not offer, and model folders a parameter picks from that hold
+no model at all on that backend.
+
+Only values that will reach ComfyUI are checked: a parameter's default replaces the workflow's
+value, and a value the caller must give (a required parameter, a drawn seed, a model chosen
+from the folder) is not known in advance, so the placeholder in the workflow is not judged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from comfygate.templates.model import Template
+
+ProblemKind = Literal["node_type", "input", "model"]
+
+# A combo value with one of these endings names a model file: reported as "model" so the
+# fix (put the file in the models folder) is clear.
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: ProblemKind
+    node_id: str
+    class_type: str
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class _Unknown:
+    """A value known only at request time."""
+
+
+_UNKNOWN = _Unknown()
+
+
+def _is_link(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
+
+
+def _declared_inputs(info: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
+    """Every input a node declares (name -> spec) and the names of the required ones."""
+    inputs = info.get("input") if isinstance(info.get("input"), dict) else {}
+    declared: dict[str, Any] = {}
+    required: set[str] = set()
+    for section in ("required", "optional", "hidden"):
+        entries = inputs.get(section) if isinstance(inputs, dict) else None
+        if not isinstance(entries, dict):
+            continue
+        declared.update(entries)
+        if section == "required":
+            required.update(entries)
+    return declared, required
+
+
+def combo_options(spec: Any) -> list[Any] | None:
+    """The choices of a combo input, or None if the input is not a combo. ComfyUI sends
+    ``[[choices...], {...}]``; newer nodes ``["COMBO", {"options": [...]}]``."""
+    if not isinstance(spec, list) or not spec:
+        return None
+    if isinstance(spec[0], list):
+        return spec[0]
+    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
+        options = spec[1].get("options")
+        return options if isinstance(options, list) else []
+    return None
+
+
+def _effective_values(template: Template) -> dict[tuple[str, str], Any]:
+    """What a parameter writes into each input it targets, when that is known in advance."""
+    values: dict[tuple[str, str], Any] = {}
+    for param in template.parameters.values():
+        if param.default is not None:
+            value: Any = param.default
+        elif param.required or param.seed or param.model_folder:
+            value = _UNKNOWN
+        else:
+            continue  # optional with no default: the workflow's own value is sent
+        for target in param.parsed_targets:
+            values[(target.node, target.input)] = value
+    return values
+
+
+def check_template(template: Template, object_info: dict[str, Any]) -> list[Problem]:
+    """What would stop ``template`` running on the backend whose ``/object_info`` is given."""
+    problems: list[Problem] = []
+    values = _effective_values(template)
+    model_inputs = {
+        (t.node, t.input): param.model_folder
+        for param in template.parameters.values()
+        if param.model_folder
+        for t in param.parsed_targets
+    }
+    for node_id, node in template.workflow.items():
+        class_type = str(node.get("class_type"))
+        info = object_info.get(class_type)
+        if not isinstance(info, dict):
+            problems.append(
+                Problem(
+                    "node_type",
+                    node_id,
+                    class_type,
+                    f"node type '{class_type}' is not installed on this backend",
+                )
+            )
+            continue
+        declared, required = _declared_inputs(info)
+        inputs: dict[str, Any] = node.get("inputs") or {}
+        for name, workflow_value in inputs.items():
+            if name not in declared:
+                known = ", ".join(sorted(declared)) or "none"
+                problems.append(
+                    Problem(
+                        "input",
+                        node_id,
+                        class_type,
+                        f"'{name}' is not an input of {class_type} here (it has: {known})",
+                    )
+                )
+                continue
+            value = values.get((node_id, name), workflow_value)
+            if value is _UNKNOWN or _is_link(value):
+                continue
+            options = combo_options(declared[name])
+            if options is None or value in options:
+                continue
+            is_model = (node_id, name) in model_inputs or (
+                isinstance(value, str) and value.lower().endswith(MODEL_SUFFIXES)
+            )
+            problems.append(
+                Problem(
+                    "model" if is_model else "input",
+                    node_id,
+                    class_type,
+                    f"{name} {value!r} is not among the {len(options)} choices this backend offers",
+                )
+            )
+        for name in sorted(required - set(inputs)):
+            problems.append(
+                Problem(
+                    "input",
+                    node_id,
+                    class_type,
+                    f"required input '{name}' is missing from the workflow (a newer "
+                    f"version of {class_type}?)",
+                )
+            )
+    problems.extend(_empty_model_folders(template, object_info))
+    return problems
+
+
+def _empty_model_folders(template: Template, object_info: dict[str, Any]) -> list[Problem]:
+    """A parameter that picks from a models folder needs at least one model there. The
+    folder's listing is the combo of the input the parameter targets (e.g. the checkpoints
+    folder is CheckpointLoaderSimple's ``ckpt_name``)."""
+    problems: list[Problem] = []
+    for name, param in template.parameters.items():
+        if not param.model_folder or param.default is not None:
+            continue  # a default is checked as a combo value above
+        for target in param.parsed_targets:
+            node = template.workflow.get(target.node) or {}
+            class_type = str(node.get("class_type"))
+            info = object_info.get(class_type)
+            if not isinstance(info, dict):
+                continue  # already reported as an unknown node type
+            options = combo_options(_declared_inputs(info)[0].get(target.input))
+            if options is not None and not options:
+                problems.append(
+                    Problem(
+                        "model",
+                        target.node,
+                        class_type,
+                        f"no model in folder '{param.model_folder}' on this backend "
+                        f"(parameter '{name}', input {target.input})",
+                    )
+                )
+    return problems
