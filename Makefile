@@ -11,9 +11,11 @@ setup:
 run: setup
 	$(BIN)/comfygate serve --config config/local-cpu.toml $(ARGS)
 
+LINTED := src tests $(wildcard bench)
+
 lint:
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
 test: setup lint
