@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
@@ -176,21 +177,33 @@ def test_unknown_template_is_404(client: FlaskClient) -> None:
     }
 
 
+EXAMPLES = Path(__file__).parent.parent / "examples" / "templates"
+
+
 def test_comfyui_rejecting_the_graph_is_502_with_the_node(
-    client: FlaskClient, fake: FakeComfyUI
+    make_app: MakeApp, fake: FakeComfyUI
 ) -> None:
-    resp = client.post(
-        "/v1/generate",
-        json={"prompt": "x", "checkpoint": "missing.ckpt", "width": 64, "height": 64, "steps": 1},
-    )
+    client = make_app([fake.url], templates_dir=str(EXAMPLES)).test_client()
+    resp = client.post("/v1/generate", json={"template": "invalid"})
     assert resp.status_code == 502
     error = body(resp)["error"]
     assert error["code"] == "generation_failed"
-    assert error["details"]["node_id"] == "4"
-    assert error["details"]["node_type"] == "CheckpointLoaderSimple"
-    assert "missing.ckpt" in error["details"]["message"]
+    assert error["details"]["node_id"] == "1"
+    assert error["details"]["node_type"] == "EmptyImage"
+    assert "smaller than min" in error["details"]["message"]
     job = body(client.get(f"/v1/jobs/{error['details']['job_id']}"))
     assert job["status"] == "failed"
+
+
+def test_a_model_no_backend_has_is_400_naming_the_field(
+    client: FlaskClient, fake: FakeComfyUI
+) -> None:
+    resp = client.post("/v1/generate", json={"prompt": "x", "checkpoint": "missing.ckpt"})
+    assert resp.status_code == 400
+    error = body(resp)["error"]
+    assert error["details"]["field"] == "checkpoint"
+    assert "random-sd15-fp16.safetensors" in error["message"]  # what is available
+    assert fake.submissions == []
 
 
 def test_execution_error_is_502_with_node_and_no_paths(

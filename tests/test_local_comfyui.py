@@ -90,7 +90,10 @@ def test_object_info_lists_the_random_checkpoint(
 
 
 def run_prompt(url: str, http: requests.Session, prompt: dict[str, Any]) -> dict[str, Any]:
-    """POST a prompt, wait for its execution_success on the websocket, return its history."""
+    """POST a prompt, wait for its end on the websocket, return its history.
+
+    The end is ``executing`` with ``node: null``: ComfyUI sends ``execution_success`` before
+    it writes /history, so reading /history on execution_success races."""
     client_id = uuid.uuid4().hex
     ws = websocket.create_connection(
         f"ws://{url.removeprefix('http://')}/ws?clientId={client_id}", timeout=TIMEOUT
@@ -103,7 +106,7 @@ def run_prompt(url: str, http: requests.Session, prompt: dict[str, Any]) -> dict
         prompt_id = response.json()["prompt_id"]
         deadline = time.monotonic() + 60.0
         while True:
-            assert time.monotonic() < deadline, "no execution_success within 60 s"
+            assert time.monotonic() < deadline, "the prompt did not end within 60 s"
             frame = ws.recv()
             if not isinstance(frame, str):
                 continue  # binary preview frames
@@ -111,7 +114,7 @@ def run_prompt(url: str, http: requests.Session, prompt: dict[str, Any]) -> dict
             if message["data"].get("prompt_id") != prompt_id:
                 continue
             assert message["type"] != "execution_error", message
-            if message["type"] == "execution_success":
+            if message["type"] == "executing" and message["data"].get("node") is None:
                 break
     finally:
         ws.close()

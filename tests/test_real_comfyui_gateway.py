@@ -78,24 +78,25 @@ def test_txt2img_with_the_random_sd15_checkpoint(real_client: FlaskClient) -> No
     assert Image.open(io.BytesIO(image.data)).size == (64, 64)
 
 
-def test_a_workflow_comfyui_rejects_is_502_naming_the_node(real_client: FlaskClient) -> None:
-    resp = real_client.post(
-        "/v1/generate",
-        json={
-            "prompt": "x",
-            "checkpoint": "no-such-model.safetensors",
-            "width": 64,
-            "height": 64,
-            "steps": 1,
-        },
-    )
+def test_a_workflow_comfyui_rejects_is_502_naming_the_node(
+    make_app: MakeApp, real_comfyui: LocalComfyUI
+) -> None:
+    examples = Path(__file__).parent.parent / "examples" / "templates"
+    client = make_app([real_comfyui.url], templates_dir=str(examples)).test_client()
+    resp = client.post("/v1/generate", json={"template": "invalid"})
     assert resp.status_code == 502
     error = body(resp)["error"]
     assert error["code"] == "generation_failed"
-    assert error["details"]["node_id"] == "4"
-    assert error["details"]["node_type"] == "CheckpointLoaderSimple"
-    assert "no-such-model.safetensors" in error["details"]["message"]
+    assert error["details"]["node_id"] == "1"
+    assert error["details"]["node_type"] == "EmptyImage"
+    assert "Value 0 smaller than min of 1" in error["details"]["message"]
     assert "job_id" in error["details"]
+
+
+def test_a_checkpoint_no_backend_has_is_400(real_client: FlaskClient) -> None:
+    resp = real_client.post("/v1/generate", json={"prompt": "x", "checkpoint": "nope.ckpt"})
+    assert resp.status_code == 400
+    assert body(resp)["error"]["details"]["field"] == "checkpoint"
 
 
 def test_a_workflow_that_fails_while_running_is_502_without_paths(

@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_cors import CORS
 
 from comfygate import api, logs
@@ -58,5 +58,10 @@ def _before() -> None:
 
 def _after(resp: Response) -> Response:
     resp.headers["X-Request-Id"] = g.get("request_id", "-")
+    metrics = current_app.extensions["comfygate"].metrics
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    metrics.requests.labels(route, request.method, str(resp.status_code)).inc()
+    if "started" in g:
+        metrics.request_seconds.labels(route).observe(time.monotonic() - g.started)
     resp.headers["X-Content-Type-Options"] = "nosniff"
     return resp

@@ -75,6 +75,15 @@ class Settings(BaseModel):
     job_deadline_s: float = Field(
         3600.0, gt=0, description="a job still unfinished after this is failed"
     )
+    routing: Literal["least_loaded", "round_robin"] = Field(
+        "least_loaded", description="how a job's backend is chosen"
+    )
+    ready_max_waiting: int = Field(
+        1000, ge=0, description="/readyz turns 503 when more jobs than this wait in the gateway"
+    )
+    expose_backend_urls: bool = Field(
+        False, description="show backend URLs in GET /v1/backends (operators only)"
+    )
     max_attempts: int = Field(
         3, ge=1, le=20, description="submissions of one job when ComfyUI loses it"
     )

@@ -17,6 +17,7 @@ from comfygate.config import Settings, prepare_data_dir
 from comfygate.jobs.service import JobService, ServiceOptions
 from comfygate.jobs.store import SQLiteJobStore
 from comfygate.jobs.webhooks import WebhookOptions, load_or_create_secret
+from comfygate.metrics import Metrics
 from comfygate.storage.local import LocalStorage
 from comfygate.templates import TemplateRegistry
 
@@ -44,6 +45,7 @@ class Gateway:
             )
         self.store = SQLiteJobStore(self.data_dir / "jobs.sqlite3")
         self.storage = LocalStorage(self.data_dir / "outputs")
+        self.metrics = Metrics()
         self.pool: BackendPool | None = None
         self.jobs: JobService | None = None
         self.started = False
@@ -61,6 +63,7 @@ class Gateway:
             read_timeout_s=self.settings.read_timeout_s,
             max_in_flight=self.settings.max_in_flight_per_backend,
             client_id=self._client_id(),
+            routing=self.settings.routing,
         )
         self.jobs = JobService(
             self.store,
@@ -79,6 +82,11 @@ class Gateway:
                 backoff_s=self.settings.webhook_backoff_s,
                 timeout_s=self.settings.webhook_timeout_s,
             ),
+            self.metrics,
+        )
+        pool = self.pool
+        self.metrics.watch_pool(
+            lambda: [b.status() for b in pool.backends.values()], self.jobs.waiting
         )
         self.pool.start()
         self.jobs.start()

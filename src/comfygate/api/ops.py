@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from comfygate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+
 bp = Blueprint("ops", __name__)
 
 
@@ -14,10 +16,27 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    pool = current_app.extensions["comfygate"].pool
-    healthy = [b.name for b in pool.backends.values() if b.healthy] if pool else []
-    resp = jsonify({"status": "ready" if healthy else "unavailable", "healthy_backends": healthy})
-    if not healthy:
+    """200 while a backend is usable and the gateway's queue is not over its limit: a load
+    balancer stops sending when it turns 503."""
+    gateway = current_app.extensions["comfygate"]
+    pool, jobs = gateway.pool, gateway.jobs
+    usable = [b.name for b in pool.backends.values() if b.usable] if pool else []
+    waiting = jobs.waiting() if jobs else 0
+    limit = gateway.settings.ready_max_waiting
+    reason = None
+    if not usable:
+        reason = "no ComfyUI backend is available"
+    elif waiting > limit:
+        reason = f"{waiting} jobs are waiting (limit {limit})"
+    resp = jsonify(
+        {
+            "status": "unavailable" if reason else "ready",
+            "reason": reason,
+            "usable_backends": usable,
+            "jobs_waiting": waiting,
+        }
+    )
+    if reason:
         resp.status_code = 503
         resp.headers["Retry-After"] = "5"
     return resp
@@ -25,5 +44,15 @@ def readyz() -> Response:
 
 @bp.get("/v1/backends")
 def backends() -> Response:
-    pool = current_app.extensions["comfygate"].pool
-    return jsonify({"backends": [b.status() for b in pool.backends.values()] if pool else []})
+    gateway = current_app.extensions["comfygate"]
+    show = gateway.settings.expose_backend_urls
+    pool = gateway.pool
+    return jsonify(
+        {"backends": [b.status(show_url=show) for b in pool.backends.values()] if pool else []}
+    )
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    data = current_app.extensions["comfygate"].metrics.render()
+    return Response(data, content_type=METRICS_CONTENT_TYPE)

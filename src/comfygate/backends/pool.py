@@ -1,29 +1,43 @@
-"""The pool of ComfyUI backends: health, load, model lists, routing.
+"""The pool of ComfyUI backends: health, circuit breaking, routing, failover signals.
 
 Each backend has one pooled HTTP client and one websocket listener, both with the gateway's
-client id. Health comes from an active probe (``/system_stats`` with a short timeout) and
-from passive signals (a refused connection marks a backend down at once). The jobs layer
-registers callbacks for ComfyUI's events and for connection changes; the pool knows nothing
-of jobs.
+client id. Health:
+
+    healthy ──(refused connection, or 2 failed probes)──> unhealthy
+       ^                                                      │ probe answers
+       └──────────(2 probes answer in a row)──── recovering <─┘
+
+A refused connection is a passive signal that marks a backend down at once (and tells the
+jobs layer its queue is gone); a lost websocket triggers a probe now rather than at the next
+interval. Unhealthy backends get no jobs (the circuit is open); a recovering one gets one at
+a time. Routing picks, among backends that have every node type and model the job needs, the
+one with the least work. The pool knows nothing of jobs: the jobs layer registers callbacks.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from comfygate.backends.requirements import Missing, Requirements, missing
 from comfygate.comfy.client import ComfyClient
 from comfygate.comfy.events import Event, QueueStatus
 from comfygate.comfy.listener import WebsocketListener
-from comfygate.errors import BackendUnavailable
+from comfygate.errors import BackendUnavailable, BackendUnreachable
 
 log = logging.getLogger(__name__)
+
+FAILED_PROBES_TO_OPEN = 2  # probe failures (not refusals) before a backend is unhealthy
+PROBES_TO_CLOSE = 2  # answering probes before a recovering backend is healthy again
+RECOVERY_PROBE_INTERVAL_S = 1.0  # unhealthy/recovering backends are probed this often
 
 # Which node input lists the files of each models folder (used to pick a default model).
 MODEL_INPUTS: dict[str, tuple[str, str]] = {
@@ -33,8 +47,20 @@ MODEL_INPUTS: dict[str, tuple[str, str]] = {
     "upscale_models": ("UpscaleModelLoader", "model_name"),
 }
 
+Routing = Literal["least_loaded", "round_robin"]
+
+
+class Health(StrEnum):
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    RECOVERING = "recovering"
+
+
 EventCallback = Callable[["Backend", Event], None]
 ConnectionCallback = Callable[["Backend", bool], None]
+# (backend, queue_lost): queue_lost when ComfyUI refused connections, i.e. its process (and
+# with it its in-memory queue) is gone.
+DownCallback = Callable[["Backend", bool], None]
 
 
 def parse_backend(spec: str) -> tuple[str, str]:
@@ -52,18 +78,37 @@ class Backend:
     name: str
     url: str
     client: ComfyClient
-    healthy: bool = False
+    health: Health = Health.UNHEALTHY
     last_error: str | None = None
     latency_ms: float | None = None
     queue_remaining: int = 0
     in_flight: int = 0
+    failures: int = 0
+    successes: int = 0
+    last_probe: float = 0.0
     object_info: dict[str, Any] = field(default_factory=dict)
     object_info_at: float = 0.0
     listener: WebsocketListener | None = None
 
     @property
+    def healthy(self) -> bool:
+        return self.health is Health.HEALTHY
+
+    @property
+    def usable(self) -> bool:
+        return self.health is not Health.UNHEALTHY
+
+    @property
     def ws_connected(self) -> bool:
         return self.listener is not None and self.listener.connected
+
+    @property
+    def work(self) -> int:
+        return max(self.in_flight, self.queue_remaining)
+
+    def capacity(self, max_in_flight: int) -> int:
+        limit = {Health.HEALTHY: max_in_flight, Health.RECOVERING: 1}.get(self.health, 0)
+        return limit - self.in_flight
 
     def model_choices(self, folder: str) -> list[str]:
         node, name = MODEL_INPUTS.get(folder, ("", ""))
@@ -73,17 +118,22 @@ class Backend:
             return []
         return [c for c in choices if isinstance(c, str)]
 
-    def status(self) -> dict[str, Any]:
-        return {
+    def status(self, *, show_url: bool = False) -> dict[str, Any]:
+        models = sum(len(self.model_choices(folder)) for folder in MODEL_INPUTS)
+        data: dict[str, Any] = {
             "name": self.name,
-            "status": "healthy" if self.healthy else "unhealthy",
+            "status": self.health.value,
             "websocket": "connected" if self.ws_connected else "disconnected",
             "jobs_in_flight": self.in_flight,
             "queue_length": self.queue_remaining,
             "last_error": self.last_error,
             "latency_ms": self.latency_ms,
             "node_types": len(self.object_info),
+            "models": models,
         }
+        if show_url:
+            data["url"] = self.url
+        return data
 
 
 class BackendPool:
@@ -97,6 +147,7 @@ class BackendPool:
         object_info_ttl_s: float = 60.0,
         max_in_flight: int = 2,
         client_id: str | None = None,
+        routing: Routing = "least_loaded",
     ) -> None:
         # ComfyUI sends a prompt's events only to the client id that submitted it: a gateway
         # that restarts must come back with the same id to hear about its jobs.
@@ -115,22 +166,27 @@ class BackendPool:
         self._probe_interval_s = probe_interval_s
         self._object_info_ttl_s = object_info_ttl_s
         self.max_in_flight = max_in_flight
+        self.routing = routing
+        self._turn = itertools.count()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._on_event: EventCallback | None = None
         self._on_connection: ConnectionCallback | None = None
-        self._on_healthy: Callable[[], None] | None = None
+        self._on_capacity: Callable[[], None] | None = None
+        self._on_down: DownCallback | None = None
 
     def set_handlers(
         self,
         on_event: EventCallback,
         on_connection: ConnectionCallback,
         on_capacity: Callable[[], None],
+        on_down: DownCallback | None = None,
     ) -> None:
         self._on_event = on_event
         self._on_connection = on_connection
-        self._on_healthy = on_capacity
+        self._on_capacity = on_capacity
+        self._on_down = on_down
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -149,7 +205,7 @@ class BackendPool:
         # Give the websockets a moment, so the first jobs' events are not sent to nobody.
         deadline = time.monotonic() + self._connect_timeout_s
         for backend in self.backends.values():
-            if backend.healthy and backend.listener is not None:
+            if backend.usable and backend.listener is not None:
                 backend.listener.wait_connected(max(0.0, deadline - time.monotonic()))
         self._thread = threading.Thread(target=self._probe_loop, name="backend-health", daemon=True)
         self._thread.start()
@@ -167,14 +223,18 @@ class BackendPool:
     # --- health ---------------------------------------------------------------------------
 
     def _probe_loop(self) -> None:
-        while not self._stop.wait(self._probe_interval_s):
+        while not self._stop.wait(min(RECOVERY_PROBE_INTERVAL_S, self._probe_interval_s)):
+            now = time.monotonic()
             for backend in list(self.backends.values()):
                 if self._stop.is_set():
                     return
-                self.probe(backend)
+                interval = self._probe_interval_s if backend.healthy else RECOVERY_PROBE_INTERVAL_S
+                if now - backend.last_probe >= interval:
+                    self.probe(backend)
 
     def probe(self, backend: Backend) -> bool:
         started = time.monotonic()
+        backend.last_probe = started
         try:
             backend.client.system_stats(timeout_s=min(2.0, self._connect_timeout_s))
             if not backend.object_info or (
@@ -183,22 +243,44 @@ class BackendPool:
                 backend.object_info = backend.client.object_info()
                 backend.object_info_at = time.monotonic()
         except BackendUnavailable as exc:
-            self.mark_down(backend, str(exc))
+            self.report_failure(backend, exc)
             return False
         backend.latency_ms = round((time.monotonic() - started) * 1000, 1)
-        was = backend.healthy
-        backend.healthy = True
-        if not was:
-            log.info("backend healthy", extra={"backend": backend.name})
-            if self._on_healthy is not None:
-                self._on_healthy()
+        self._probe_answered(backend)
         return True
 
-    def mark_down(self, backend: Backend, reason: str) -> None:
-        backend.last_error = reason
-        if backend.healthy:
-            log.warning("backend unhealthy: %s", reason, extra={"backend": backend.name})
-        backend.healthy = False
+    def _probe_answered(self, backend: Backend) -> None:
+        backend.failures = 0
+        backend.successes += 1
+        before = backend.health
+        if before is Health.UNHEALTHY:
+            # Started in the unknown state: the first answer is enough.
+            backend.health = Health.RECOVERING if backend.last_error else Health.HEALTHY
+            backend.successes = 1
+        if backend.health is Health.RECOVERING and backend.successes >= PROBES_TO_CLOSE:
+            backend.health = Health.HEALTHY
+        if backend.health is not before:
+            log.info("backend %s", backend.health.value, extra={"backend": backend.name})
+            if self._on_capacity is not None:
+                self._on_capacity()
+
+    def report_failure(self, backend: Backend, exc: Exception) -> None:
+        """An active probe or a passive signal (a failed request) says the backend failed."""
+        refused = isinstance(exc, BackendUnreachable)
+        backend.last_error = str(exc)
+        backend.successes = 0
+        backend.failures += 1
+        if backend.health is Health.UNHEALTHY:
+            return
+        if (
+            refused
+            or backend.failures >= FAILED_PROBES_TO_OPEN
+            or (backend.health is Health.RECOVERING)
+        ):
+            backend.health = Health.UNHEALTHY
+            log.warning("backend unhealthy: %s", exc, extra={"backend": backend.name})
+            if self._on_down is not None:
+                self._on_down(backend, refused)
 
     # --- events ---------------------------------------------------------------------------
 
@@ -213,8 +295,7 @@ class BackendPool:
         if self._stop.is_set():
             return
         if connected != backend.healthy:
-            # Passive signal either way (lost, or back after a restart): probe now rather
-            # than at the next interval.
+            # A lost websocket, or one back after a restart: probe now, not at the interval.
             threading.Thread(target=self.probe, args=(backend,), daemon=True).start()
         if self._on_connection is not None:
             self._on_connection(backend, connected)
@@ -225,17 +306,42 @@ class BackendPool:
         return self.backends.get(name) if name else None
 
     def any_healthy(self) -> bool:
-        return any(b.healthy for b in self.backends.values())
+        return any(b.usable for b in self.backends.values())
 
-    def acquire(self) -> Backend | None:
-        """The healthy backend with the least work that has room for one more job."""
+    def check(self, req: Requirements) -> tuple[bool, str]:
+        """Whether some usable backend can run a job with these requirements, and if none
+        can, a reason a user can act on (all down, or what is missing where)."""
+        usable = [b for b in self.backends.values() if b.usable]
+        if not usable:
+            return False, "no ComfyUI backend is available right now"
+        gaps: list[Missing] = []
+        for backend in usable:
+            gap = missing(req, backend.object_info)
+            if not gap:
+                return True, ""
+            gaps.append(gap)
+        best = min(gaps, key=lambda g: len(g.node_types) + len(g.values))
+        return False, f"no available backend has what this job needs: {best.describe()}"
+
+    def acquire(self, req: Requirements | None = None) -> Backend | None:
+        """Reserve room for one job on the best backend that can run it, or None."""
         with self._lock:
             candidates = [
-                b for b in self.backends.values() if b.healthy and b.in_flight < self.max_in_flight
+                b
+                for b in self.backends.values()
+                if b.capacity(self.max_in_flight) > 0
+                and (req is None or not missing(req, b.object_info))
             ]
             if not candidates:
                 return None
-            backend = min(candidates, key=lambda b: (b.in_flight, b.queue_remaining))
+            turn = next(self._turn)
+            if self.routing == "round_robin":
+                backend = candidates[turn % len(candidates)]
+            else:
+                # Least work first; among equals, take turns rather than always the first.
+                least = min(b.work for b in candidates)
+                tied = [b for b in candidates if b.work == least]
+                backend = tied[turn % len(tied)]
             backend.in_flight += 1
             return backend
 
@@ -244,8 +350,8 @@ class BackendPool:
             backend = self.backends.get(backend_name or "")
             if backend is not None and backend.in_flight > 0:
                 backend.in_flight -= 1
-        if self._on_healthy is not None:
-            self._on_healthy()
+        if self._on_capacity is not None:
+            self._on_capacity()
 
     def claim(self, backend_name: str | None) -> None:
         """Count a job found running on a backend after a restart."""
@@ -254,12 +360,21 @@ class BackendPool:
             if backend is not None:
                 backend.in_flight += 1
 
+    def refresh_object_info(self) -> None:
+        for backend in self.backends.values():
+            if backend.usable:
+                try:
+                    backend.object_info = backend.client.object_info()
+                    backend.object_info_at = time.monotonic()
+                except BackendUnavailable as exc:
+                    self.report_failure(backend, exc)
+
     def model_choices(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for folder in MODEL_INPUTS:
             names: set[str] = set()
             for backend in self.backends.values():
-                if backend.healthy:
+                if backend.usable:
                     names.update(backend.model_choices(folder))
             out[folder] = sorted(names)
         return out

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfygate.backends.pool import Backend, BackendPool
+from comfygate.backends.requirements import requirements
 from comfygate.comfy.client import HistoryEntry, execution_error_details
 from comfygate.comfy.events import (
     Event,
@@ -38,17 +39,29 @@ from comfygate.errors import (
     Conflict,
     GenerationFailed,
     NotFound,
+    ValidationFailed,
 )
 from comfygate.jobs.events import JobEvents
 from comfygate.jobs.model import Job, JobStatus, Output, now
 from comfygate.jobs.store import JobStore
 from comfygate.jobs.webhooks import WebhookOptions, WebhookSender
+from comfygate.metrics import Metrics
 from comfygate.storage.local import LocalStorage, content_type, output_name
-from comfygate.templates import TemplateRegistry, bind, resolve_params, validate_params
+from comfygate.templates import (
+    Template,
+    TemplateRegistry,
+    bind,
+    resolve_params,
+    validate_params,
+)
 
 log = logging.getLogger(__name__)
 
 PROGRESS_PERSIST_INTERVAL_S = 1.0  # a 1,000-step job writes about one row a second, not 1,000
+# Even with the websocket up, each job on a backend is checked against /queue and /history
+# this often: an event can be lost (a submission whose answer never came, a reconnect that
+# raced it) and a job must not wait for its deadline because of that.
+RECHECK_INTERVAL_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,7 @@ class JobService:
         templates: TemplateRegistry,
         options: ServiceOptions | None = None,
         webhooks: WebhookOptions | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -76,18 +90,20 @@ class JobService:
         self.templates = templates
         self.options = options or ServiceOptions()
         self.events = JobEvents()
+        self.metrics = metrics or Metrics()
         self._lock = threading.RLock()
         self._live: dict[str, Job] = {}  # unfinished jobs (the store is the truth; this mirrors)
         self._by_prompt: dict[str, str] = {}  # prompt_id -> job id
         self._exec_errors: dict[str, dict[str, Any]] = {}
         self._finalizing: set[str] = set()
         self._progress_written: dict[str, float] = {}
+        self._checked: dict[str, float] = {}  # job id -> last reconciliation (monotonic)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="job-worker")
         self._thread: threading.Thread | None = None
         self.webhooks = WebhookSender(webhooks, self._record_webhook) if webhooks else None
-        pool.set_handlers(self._on_event, self._on_connection, self._wake.set)
+        pool.set_handlers(self._on_event, self._on_connection, self._wake.set, self._on_down)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -140,6 +156,7 @@ class JobService:
         if not self.pool.any_healthy():
             raise BackendUnavailable("no ComfyUI backend is available right now")
         values = resolve_params(template, given, self.pool.model_choices())
+        self._check_models(template, given)
         job_id = uuid.uuid4().hex
         job = Job(
             id=job_id,
@@ -148,6 +165,9 @@ class JobService:
             graph=bind(template, values, f"comfygate_{job_id}"),
             webhook_url=webhook_url,
         )
+        runnable, reason = self.pool.check(requirements(job.graph))
+        if not runnable:
+            raise BackendUnavailable(reason)
         job.deadline_at = job.created_at + self.options.job_deadline_s
         if idempotency_key is not None:
             bound_id, bound_fingerprint = self.store.claim_key(idempotency_key, fingerprint, job.id)
@@ -165,6 +185,24 @@ class JobService:
         self.events.publish(job.id, "status", job.public())
         self._wake.set()
         return job
+
+    def _check_models(self, template: Template, given: dict[str, Any]) -> None:
+        """A model a request names must exist on some backend: a 400 naming the field is
+        more use than a 503. One refresh first, for a file dropped in a moment ago."""
+        for name, param in template.parameters.items():
+            if not param.model_folder or name not in given:
+                continue
+            if given[name] in self.pool.model_choices().get(param.model_folder, []):
+                continue
+            self.pool.refresh_object_info()
+            available = self.pool.model_choices().get(param.model_folder, [])
+            if given[name] not in available:
+                shown = ", ".join(available[:10]) or "none"
+                raise ValidationFailed(
+                    f"'{name}': no backend has {given[name]!r} in '{param.model_folder}' "
+                    f"(available: {shown})",
+                    field=name,
+                )
 
     def get(self, job_id: str) -> Job:
         with self._lock:
@@ -253,9 +291,9 @@ class JobService:
                 key=lambda j: j.created_at,
             )
         for job in ready:
-            backend = self.pool.acquire()
+            backend = self.pool.acquire(requirements(job.graph))
             if backend is None:
-                return
+                continue  # no room on a backend that can run it; others may still fit
             with self._lock:
                 if job.status.terminal or job.prompt_id is not None:
                     self.pool.release(backend.name)
@@ -277,7 +315,7 @@ class JobService:
                 self._finish(job, JobStatus.FAILED, error=exc.to_dict())
         except BackendUnreachable as exc:
             # Nothing reached ComfyUI: undo the submission and let the dispatcher try again.
-            self.pool.mark_down(backend, str(exc))
+            self.pool.report_failure(backend, exc)
             with self._lock:
                 if job.prompt_id == prompt_id and not job.status.terminal:
                     self._by_prompt.pop(prompt_id, None)
@@ -332,6 +370,17 @@ class JobService:
             self._progress_written[job.id] = time.monotonic()
             self.store.update(job)
 
+    def _on_down(self, backend: Backend, queue_lost: bool) -> None:
+        """Failover: a ComfyUI that refuses connections has lost its in-memory queue, so
+        every job on it, queued or running, goes to another backend now. Other failures
+        (timeouts) may be passing: those jobs wait for reconciliation or their deadline."""
+        if not queue_lost:
+            return
+        with self._lock:
+            for job in [j for j in self._live.values() if j.backend == backend.name]:
+                if job.on_backend:
+                    self._requeue(job, f"backend {backend.name} went down")
+
     def _on_connection(self, backend: Backend, connected: bool) -> None:
         if connected:
             # Events sent while we were away are lost: ask ComfyUI about every job we have there.
@@ -348,9 +397,15 @@ class JobService:
             self._reconcile_job(job_id)
 
     def _poll_fallback(self) -> None:
+        """Websocket down: poll every job on that backend. Websocket up: recheck a job now
+        and then, in case one of its events was lost."""
+        current = time.monotonic()
         for backend in self.pool.backends.values():
-            if not backend.ws_connected:
-                for job_id in self._jobs_on(backend.name):
+            for job_id in self._jobs_on(backend.name):
+                last = self._checked.get(job_id, current)
+                self._checked.setdefault(job_id, current)
+                if not backend.ws_connected or current - last >= RECHECK_INTERVAL_S:
+                    self._checked[job_id] = current
                     self._reconcile_job(job_id)
 
     def _reconcile_job(self, job_id: str) -> None:
@@ -468,9 +523,11 @@ class JobService:
                 if entry is None:
                     return  # not written yet: the poller or reconciliation will come back
             if entry.status == "success" and entry.completed:
+                executed_at = now()
                 outputs = self._store_outputs(job, backend, entry)
                 with self._lock:
                     self._finish(job, JobStatus.SUCCEEDED, outputs=outputs)
+                self._observe_timings(job, executed_at)
                 return
             with self._lock:
                 if entry.interrupted:
@@ -547,6 +604,18 @@ class JobService:
             )
         return outputs
 
+    def waiting(self) -> int:
+        """Jobs in the gateway's own queue, not yet on a backend."""
+        with self._lock:
+            return sum(1 for j in self._live.values() if j.prompt_id is None)
+
+    def _observe_timings(self, job: Job, executed_at: float) -> None:
+        if job.started_at is not None:
+            self.metrics.queue_wait.observe(job.started_at - job.created_at)
+            self.metrics.execution.observe(max(0.0, executed_at - job.started_at))
+        if job.finished_at is not None:
+            self.metrics.transfer.observe(max(0.0, job.finished_at - executed_at))
+
     def _finish(
         self,
         job: Job,
@@ -570,10 +639,12 @@ class JobService:
         self._live.pop(job.id, None)
         self._exec_errors.pop(job.id, None)
         self._progress_written.pop(job.id, None)
+        self._checked.pop(job.id, None)
         if job.prompt_id:
             self._by_prompt.pop(job.prompt_id, None)
         if release and was_on_backend:
             self.pool.release(job.backend)
+        self.metrics.jobs_finished.labels(status.value).inc()
         log.info("job %s", status.value, extra={"job_id": job.id, "backend": job.backend})
         public = job.public()
         self.events.publish(job.id, "status", public)

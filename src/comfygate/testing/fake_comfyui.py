@@ -1995,6 +1995,9 @@ class _Server:
     def __init__(self, fake: FakeComfyUI) -> None:
         self.fake = fake
         self.sockets: dict[str, _Client] = {}
+        # Every open websocket, including ones replaced by a reconnect with the same clientId
+        # (they get no more messages but stay open): all must be closed at stop.
+        self.open_clients: set[_Client] = set()
         self.outbox: asyncio.Queue[tuple[str | bytes, str | None]] = asyncio.Queue()
         self.wake = asyncio.Event()
         self.interrupt = asyncio.Event()
@@ -2035,8 +2038,9 @@ class _Server:
 
     async def close_websockets(self, *, abrupt: bool = False) -> None:
         """Close every websocket: with a close frame (1001), or by cutting the TCP connection."""
-        clients = list(self.sockets.values())
+        clients = list(self.open_clients | set(self.sockets.values()))
         self.sockets.clear()
+        self.open_clients.clear()
         for client in clients:
             with contextlib.suppress(Exception):
                 transport = client.request.transport
@@ -2233,6 +2237,7 @@ class _Server:
             sid = uuid.uuid4().hex
         client = _Client(ws, request)
         self.sockets[sid] = client
+        self.open_clients.add(client)
         try:
             await ws.send_str(
                 json.dumps({"type": "status", "data": {"status": self.queue_info(), "sid": sid}})
@@ -2254,6 +2259,7 @@ class _Server:
                         )
                 first_message = False
         finally:
+            self.open_clients.discard(client)
             if self.sockets.get(sid) is client:
                 del self.sockets[sid]
         return ws
