@@ -18,5 +18,8 @@ lint:
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
+# The browser tests drive Debian's Chromium; only the tests need it, so only `make test`
+# installs it.
 test: setup lint
+	@bash scripts/setup-browser.sh
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -3,6 +3,7 @@ SDK speaks requests, so it needs a socket, not Flask's test client."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,9 +27,26 @@ def serve(app: Flask, threads: int = 8) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{internals.effective_port}"
     finally:
-        # Closing the sockets from this thread would race the loop's select(); a trigger
-        # thunk runs inside the loop, and the loop ends once its map is empty.
-        internals.trigger.pull_trigger(lambda: wasyncore.close_all(internals._map))
+        trigger = internals.trigger
+        socket_map = internals._map
+
+        def close_all_but_the_trigger() -> None:
+            for dispatcher in list(socket_map.values()):
+                if dispatcher is trigger:
+                    continue
+                with contextlib.suppress(OSError):
+                    if dispatcher is server:
+                        # The server's own close() would close the trigger too.
+                        wasyncore.dispatcher.close(dispatcher)
+                    else:
+                        dispatcher.close()
+            socket_map.clear()  # the loop ends once its map is empty
+
+        # Closing sockets from this thread would race the loop's select(), so a thunk does it
+        # inside the loop. The trigger itself stays open until the workers are joined: any
+        # thread may pull it until then (a pull that finds it closed fails with EBADF).
+        trigger.pull_trigger(close_all_but_the_trigger)
         thread.join(10)
         server.task_dispatcher.shutdown(timeout=10)
+        trigger.close()
         assert not thread.is_alive(), "the live server's loop did not stop"

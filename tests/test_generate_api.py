@@ -160,7 +160,7 @@ def test_ten_megabyte_prompt_is_refused_without_reaching_comfyui(
     assert fake.submissions == []
 
 
-def test_body_over_max_body_mb_is_413(make_app: MakeApp, fake: FakeComfyUI) -> None:
+def test_body_over_max_body_mb_is_413(fake: FakeComfyUI, make_app: MakeApp) -> None:
     client = make_app([fake.url], max_body_mb=0.01).test_client()
     resp = client.post("/v1/generate", json={"prompt": "x" * 20_000})
     assert resp.status_code == 413
@@ -181,7 +181,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples" / "templates"
 
 
 def test_comfyui_rejecting_the_graph_is_502_with_the_node(
-    make_app: MakeApp, fake: FakeComfyUI
+    fake: FakeComfyUI, make_app: MakeApp
 ) -> None:
     client = make_app([fake.url], templates_dir=str(EXAMPLES)).test_client()
     resp = client.post("/v1/generate", json={"template": "invalid"})
@@ -221,7 +221,7 @@ def test_execution_error_is_502_with_node_and_no_paths(
     assert "Traceback" not in resp.get_data(as_text=True)
 
 
-def test_comfyui_down_is_503_with_retry_after(make_app: MakeApp, fake: FakeComfyUI) -> None:
+def test_comfyui_down_is_503_with_retry_after(fake: FakeComfyUI, make_app: MakeApp) -> None:
     app = make_app([fake.url])
     client = app.test_client()
     fake.stop()
@@ -255,7 +255,7 @@ def test_timeout_is_504_and_the_job_is_interrupted(client: FlaskClient, fake: Fa
     assert wait_for(lambda: comfy_idle(fake.url), 5), "the job kept ComfyUI busy"
 
 
-def test_timeout_is_capped_by_request_timeout_s(make_app: MakeApp, fake: FakeComfyUI) -> None:
+def test_timeout_is_capped_by_request_timeout_s(fake: FakeComfyUI, make_app: MakeApp) -> None:
     client = make_app([fake.url], request_timeout_s=0.3).test_client()
     fake.service_time_s = 30
     resp = client.post("/v1/generate", json={"template": "solid", "timeout_s": 100})
@@ -339,7 +339,7 @@ def test_request_id_is_echoed_or_made(client: FlaskClient) -> None:
     assert len(made) == 16
 
 
-def test_cors_only_when_configured(make_app: MakeApp, fake: FakeComfyUI) -> None:
+def test_cors_only_when_configured(fake: FakeComfyUI, make_app: MakeApp) -> None:
     closed = make_app([fake.url]).test_client()
     assert (
         "Access-Control-Allow-Origin"

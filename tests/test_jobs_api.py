@@ -90,7 +90,7 @@ def test_late_subscriber_gets_current_state_then_done(client: FlaskClient) -> No
     assert [name for name, _ in events] == ["status", "progress", "output", "done"]
 
 
-def test_heartbeat_on_an_idle_stream(make_app: MakeApp, fake: FakeComfyUI) -> None:
+def test_heartbeat_on_an_idle_stream(fake: FakeComfyUI, make_app: MakeApp) -> None:
     client = make_app([fake.url], sse_heartbeat_s=0.05).test_client()
     fake.hold()
     job = submit(client, SMALL)
@@ -126,7 +126,7 @@ def test_bad_list_arguments_are_400(client: FlaskClient, query: str) -> None:
     assert body(resp)["error"]["code"] == "validation_error"
 
 
-def test_cancel_a_job_waiting_in_the_gateway(make_app: MakeApp, fake: FakeComfyUI) -> None:
+def test_cancel_a_job_waiting_in_the_gateway(fake: FakeComfyUI, make_app: MakeApp) -> None:
     client = make_app([fake.url], max_in_flight_per_backend=1).test_client()
     fake.hold()
     first = submit(client, {"template": "solid"})
@@ -227,7 +227,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_webhook_is_signed_and_retried(
-    make_app: MakeApp, fake: FakeComfyUI, receiver: Receiver
+    fake: FakeComfyUI, make_app: MakeApp, receiver: Receiver
 ) -> None:
     secret = "s3cret"
     client = make_app([fake.url], webhook_secret=secret, webhook_backoff_s=0.05).test_client()
@@ -246,7 +246,7 @@ def test_webhook_is_signed_and_retried(
 
 
 def test_webhook_failures_are_visible_on_the_job(
-    make_app: MakeApp, fake: FakeComfyUI, receiver: Receiver
+    fake: FakeComfyUI, make_app: MakeApp, receiver: Receiver
 ) -> None:
     receiver.fail_first = 100
     client = make_app([fake.url], webhook_backoff_s=0.01, webhook_max_attempts=3).test_client()
@@ -275,7 +275,7 @@ def test_progress_is_not_written_on_every_step(app: Flask, fake: FakeComfyUI) ->
     assert len(writes) < 20
 
 
-def test_retention_sweep_deletes_old_jobs_and_outputs(make_app: MakeApp, fake: FakeComfyUI) -> None:
+def test_retention_sweep_deletes_old_jobs_and_outputs(fake: FakeComfyUI, make_app: MakeApp) -> None:
     app = make_app([fake.url], job_retention_s=0.01)
     client = app.test_client()
     job = finished(client, submit(client, {"template": "solid"})["id"])
@@ -290,7 +290,7 @@ def test_retention_sweep_deletes_old_jobs_and_outputs(make_app: MakeApp, fake: F
     assert client.get(url).status_code == 404
 
 
-def test_every_job_has_a_deadline(make_app: MakeApp, fake: FakeComfyUI) -> None:
+def test_every_job_has_a_deadline(fake: FakeComfyUI, make_app: MakeApp) -> None:
     fake.caching = False
     fake.service_time_s = 30
     client = make_app([fake.url], job_deadline_s=0.3).test_client()
@@ -300,7 +300,7 @@ def test_every_job_has_a_deadline(make_app: MakeApp, fake: FakeComfyUI) -> None:
 
 
 def test_completion_by_polling_when_the_websocket_is_refused(
-    make_app: MakeApp, fake: FakeComfyUI
+    fake: FakeComfyUI, make_app: MakeApp
 ) -> None:
     fake.ws_enabled = False
     app = make_app([fake.url])
@@ -336,7 +336,7 @@ def test_comfyui_restarted_mid_job_resubmits(client: FlaskClient, fake: FakeComf
     assert len(fake.submissions) == 2
 
 
-def test_gives_up_after_max_attempts(make_app: MakeApp, fake: FakeComfyUI) -> None:
+def test_gives_up_after_max_attempts(fake: FakeComfyUI, make_app: MakeApp) -> None:
     fake.caching = False
     fake.service_time_s = 30
     client = make_app([fake.url], max_attempts=2).test_client()
@@ -352,7 +352,7 @@ def test_gives_up_after_max_attempts(make_app: MakeApp, fake: FakeComfyUI) -> No
 
 
 def test_gateway_restart_carries_on_with_queued_and_submitted_jobs(
-    make_app: MakeApp, fake: FakeComfyUI, tmp_path: Any
+    fake: FakeComfyUI, make_app: MakeApp, tmp_path: Any
 ) -> None:
     data = str(tmp_path / "shared-data")
     first = make_app([fake.url], data_dir=data, max_in_flight_per_backend=1)

@@ -28,7 +28,8 @@ def create_app(
     settings = settings or load_settings(config_file, overrides)
     if configure_logging:
         logs.configure(settings.log_format, settings.log_level)
-    app = Flask("comfygate")
+    # No /static route: the playground's files are served by api/web.py.
+    app = Flask("comfygate", static_folder=None)
     # "//" in a path must be a 404 like any other bad path, not a redirect to a merged one.
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -40,6 +40,7 @@ import builtins
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ WAIT_MARGIN_S = 15.0
 RECONNECT_DELAY_S = 0.5
 RECONNECT_MAX_DELAY_S = 8.0
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+_CONNECTION_PREFIX = re.compile(
+    r"^\w*Connection\([^)]*\): (?:Failed to establish a new connection: )?"
+)
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -557,6 +561,8 @@ class Client:
             ) from exc
         except requests.ConnectionError as exc:
             raise self._unreachable(exc) from exc
+        except requests.RequestException as exc:  # e.g. a body cut short
+            raise self._lost(exc, f"the answer to {method} {path}", timeout[1]) from exc
         if resp.status_code >= 400:
             with resp:
                 raise _error_from_response(resp)
@@ -566,10 +572,11 @@ class Client:
         reason = exc.__class__.__name__
         inner = exc.args[0] if exc.args else None
         if inner is not None and getattr(inner, "reason", None) is not None:
-            reason = str(inner.reason)
+            # urllib3 says "HTTPConnection(host=..., port=...): Failed to establish a new
+            # connection: [Errno 111] Connection refused": the URL is named already.
+            reason = _CONNECTION_PREFIX.sub("", str(inner.reason))
         return ComfyGateConnectionError(
-            f"cannot reach the ComfyGate gateway at {self.base_url} ({reason}); is it "
-            "running? (--server / COMFYGATE_SERVER)",
+            f"cannot reach the ComfyGate gateway at {self.base_url} ({reason}); is it running?",
             self.base_url,
         )
 
@@ -611,7 +618,11 @@ class Client:
         """Run a template and return its one output file's bytes. Parameters come as
         keywords (``prompt="a cat"``) or as a mapping (for names that are not identifiers).
         Raises :class:`MultipleOutputsError` when the job made several files."""
-        resp = self._generate(template, params, timeout_s, cache, kwargs, accept="*/*")
+        resp = self._send(
+            "POST",
+            "/v1/generate",
+            **self._generate_args(template, params, timeout_s, cache, kwargs),
+        )
         with resp:
             if resp.headers.get("Content-Type", "").startswith("application/json"):
                 raise MultipleOutputsError(Job.from_dict(resp.json()))
@@ -627,34 +638,30 @@ class Client:
         **kwargs: Any,
     ) -> Job:
         """Run a template, wait for it, and return the job object (outputs as URLs)."""
-        with self._generate(
-            template, params, timeout_s, cache, kwargs, accept="application/json"
-        ) as resp:
-            return Job.from_dict(resp.json())
+        args = self._generate_args(template, params, timeout_s, cache, kwargs)
+        args["headers"] = {"Accept": "application/json"}
+        return Job.from_dict(self._json("POST", "/v1/generate", **args))
 
-    def _generate(
+    def _generate_args(
         self,
         template: str | None,
         params: Mapping[str, Any] | None,
         timeout_s: float | None,
         cache: bool,
         kwargs: Mapping[str, Any],
-        *,
-        accept: str,
-    ) -> requests.Response:
+    ) -> dict[str, Any]:
         extra: dict[str, Any] = dict(kwargs)
         if timeout_s is not None:
             extra["timeout_s"] = timeout_s
         if not cache:
             extra["cache"] = False
         wait = (timeout_s if timeout_s is not None else DEFAULT_GENERATE_WAIT_S) + WAIT_MARGIN_S
-        return self._send(
-            "POST",
-            "/v1/generate",
-            json=self._body(template, params, extra),
-            headers={"Accept": accept},
-            read_timeout=max(self.timeout, wait),
-        )
+        return {
+            "json": self._body(template, params, extra),
+            # Anything: one output comes back as its bytes, several as the job object.
+            "headers": {"Accept": "*/*"},
+            "read_timeout": max(self.timeout, wait),
+        }
 
     # --- jobs -----------------------------------------------------------------------------
 

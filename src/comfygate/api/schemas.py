@@ -172,19 +172,53 @@ class Template(_Response):
 
 class TemplateList(_Response):
     templates: list[Template]
+    default_template: str = Field(description="The template a body that names none runs.")
+
+
+class TemplateProblem(_Response):
+    """Something a backend would refuse in a template."""
+
+    kind: Literal["node_type", "input", "model"]
+    node_id: str
+    class_type: str
+    detail: str
+
+
+class TemplateCheckResult(_Response):
+    name: str
+    ok: bool
+    problems: list[TemplateProblem]
+
+
+class BackendTemplateCheck(_Response):
+    """Every template checked against one backend's node list."""
+
+    name: str
+    status: Literal["healthy", "unhealthy", "recovering"]
+    checked: bool = Field(description="False until the backend has sent its node list.")
+    templates: list[TemplateCheckResult]
+    error: str | None = Field(None, description="Why nothing was checked.")
+
+
+class TemplateCheck(_Response):
+    backends: list[BackendTemplateCheck]
 
 
 class Backend(_Response):
     """One ComfyUI backend as the gateway sees it (never its URL)."""
 
     name: str
-    status: Literal["healthy", "unhealthy"]
+    status: Literal["healthy", "unhealthy", "recovering"] = Field(
+        description="`recovering`: failing recently, given a trial job now and then."
+    )
     websocket: Literal["connected", "disconnected"]
     jobs_in_flight: int = Field(ge=0, description="Jobs the gateway has handed to it.")
     queue_length: int = Field(ge=0, description="ComfyUI's own queue (running + pending).")
     last_error: str | None
     latency_ms: float | None = Field(description="Of the last health probe.")
     node_types: int = Field(ge=0, description="Node types it offers.")
+    models: int | None = Field(None, ge=0, description="Model files it offers.")
+    url: str | None = Field(None, description="Only when EXPOSE_BACKEND_URLS is set.")
 
 
 class BackendList(_Response):
@@ -197,7 +231,9 @@ class Health(_Response):
 
 class Readiness(_Response):
     status: Literal["ready", "unavailable"]
-    healthy_backends: list[str] = Field(description="Names of the healthy backends.")
+    reason: str | None = Field(description="Why the gateway is not ready.")
+    usable_backends: list[str] = Field(description="Names of the backends that can take jobs.")
+    jobs_waiting: int = Field(ge=0, description="Jobs waiting in the gateway for a backend.")
 
 
 class RunOptions(BaseModel):
@@ -231,8 +267,8 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     JobList,
     TemplateList,
     Template,
+    TemplateCheck,
     BackendList,
     Health,
     Readiness,
 )
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (RunOptions, JobOptions)

@@ -2033,8 +2033,17 @@ class _Server:
         self.tasks = []
         await self.close_websockets(abrupt=abrupt)
         if self.runner is not None:
+            server = self.runner.server
             await self.runner.cleanup()
             self.runner = None
+            # Connections still open after the graceful shutdown (a request mid-flight) would
+            # outlive the loop and surface as ResourceWarnings in whatever test runs next.
+            for conn in list(server.connections) if server is not None else []:
+                conn.force_close()
+                if conn.transport is not None:
+                    conn.transport.abort()
+            for _ in range(3):  # let the transports' connection_lost callbacks run
+                await asyncio.sleep(0)
 
     async def close_websockets(self, *, abrupt: bool = False) -> None:
         """Close every websocket: with a close frame (1001), or by cutting the TCP connection."""

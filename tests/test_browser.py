@@ -1,0 +1,304 @@
+"""The playground (GET /) and the docs (GET /docs) in a real browser: Debian's Chromium driven
+by Playwright, against a gateway served by waitress with the fake ComfyUI behind it.
+
+Every request to anything but the live server is aborted and recorded, so the pages are shown
+to work offline. ``scripts/setup-browser.sh`` (run by ``make test``) installs Chromium;
+without it these tests fail, they are not skipped. They take the README's screenshots too;
+with UPDATE_SCREENSHOTS=1 they are saved as docs/img/playground.png and docs/img/docs.png
+(otherwise in a temporary folder, so a test run leaves the work tree as it was).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from PIL import Image
+from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
+
+from comfygate.testing.fake_comfyui import FakeComfyUI
+from tests.conftest import MakeApp
+from tests.live import serve
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+# What works here as root, with no network but loopback.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
+TIMEOUT_MS = 10_000
+
+
+@dataclass
+class Live:
+    url: str
+    fake: FakeComfyUI
+    app: Flask
+
+
+@dataclass
+class Tab:
+    page: Page
+    console_errors: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup-browser.sh", pytrace=False)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where screenshots go: docs/img with UPDATE_SCREENSHOTS=1, else a temporary folder."""
+    folder = DOCS_IMG if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def live(fake: FakeComfyUI, make_app: MakeApp) -> Iterator[Live]:
+    """The gateway on waitress in a thread, on a free 127.0.0.1 port."""
+    app = make_app([f"comfyui-1={fake.url}"], sse_heartbeat_s=0.5)
+    with serve(app) as url:
+        yield Live(url, fake, app)
+
+
+@pytest.fixture
+def tab(browser: Browser, live: Live) -> Iterator[Tab]:
+    context = browser.new_context(
+        base_url=live.url, viewport={"width": 1360, "height": 860}, color_scheme="light"
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    expect.set_options(timeout=TIMEOUT_MS)
+    page = context.new_page()
+    result = Tab(page)
+
+    def refuse(route: Route) -> None:
+        result.blocked.append(route.request.url)
+        route.abort()
+
+    # Anything not served by the gateway itself (a CDN, a font, a validator) is refused.
+    context.route(lambda url: not url.startswith(live.url + "/"), refuse)
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            result.console_errors.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: result.console_errors.append(str(exc)))
+    yield result
+    context.close()
+
+
+def open_playground(tab: Tab) -> Page:
+    page = tab.page
+    resp = page.goto("/")
+    assert resp is not None
+    assert resp.status == 200
+    assert "default-src 'self'" in resp.headers["content-security-policy"]
+    expect(page.locator("#template")).to_be_enabled()
+    return page
+
+
+def fill(page: Page, name: str, value: str) -> None:
+    page.locator(f"#param-{name}").fill(value)
+
+
+def test_playground_loads_and_builds_the_txt2img_form(tab: Tab) -> None:
+    page = open_playground(tab)
+    expect(page.locator("#template")).to_have_value("txt2img")
+    expect(page.locator("#template option")).to_contain_text(["solid", "txt2img"])
+    # A prompt is a textarea; numbers carry their bounds and a slider; enums are selects.
+    expect(page.locator("textarea#param-prompt")).to_be_visible()
+    steps = page.locator("#param-steps")
+    expect(steps).to_have_attribute("type", "number")
+    expect(steps).to_have_attribute("min", "1")
+    expect(steps).to_have_attribute("max", "150")
+    expect(steps).to_have_value("20")
+    expect(page.locator("[data-param=steps] input[type=range]")).to_have_attribute("max", "150")
+    expect(page.locator("[data-param=steps] .hint")).to_contain_text("min 1, max 150")
+    expect(page.locator("#param-width")).to_have_attribute("min", "64")
+    expect(page.locator("#param-width")).to_have_attribute("max", "2048")
+    expect(page.locator("#param-cfg")).to_have_value("7")
+    expect(page.locator("select#param-sampler option:checked")).to_have_text("euler")
+    expect(page.locator("select#param-scheduler option:checked")).to_have_text("normal")
+    # The seed is empty (random) until the dice gives it a value.
+    seed = page.locator("#param-seed")
+    expect(seed).to_have_value("")
+    page.get_by_role("button", name="Random seed").click()
+    expect(seed).to_have_value(re.compile(r"^\d+$"))
+    # Another template, another form.
+    page.locator("#template").select_option("solid")
+    expect(page.locator("#param-color")).to_have_attribute("max", "16777215")
+    expect(page.locator("#param-prompt")).to_have_count(0)
+    # The backend panel.
+    expect(page.locator("#backends .backend")).to_have_attribute("data-status", "healthy")
+    expect(page.locator("#queue-summary")).to_contain_text("1 of 1 healthy")
+    assert tab.console_errors == []
+    assert tab.blocked == []
+
+
+def test_generate_shows_progress_then_the_image_with_its_seed(
+    tab: Tab, live: Live, screenshots: Path
+) -> None:
+    live.fake.step_time_s = 0.12
+    page = open_playground(tab)
+    fill(page, "prompt", "a lighthouse at dusk")
+    fill(page, "steps", "10")
+    fill(page, "width", "64")
+    fill(page, "height", "64")
+    fill(page, "seed", "1234")
+    page.get_by_role("button", name="Generate").click()
+    # Progress is seen on the way, then the end.
+    expect(page.locator("#run-label")).to_contain_text("/ 10 steps")
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    expect(page.locator("#progress")).to_have_js_property("value", 100)
+    card = page.locator("#gallery .card").first
+    expect(card.locator(".seed")).to_have_text("seed 1234")
+    image = card.locator("img")
+    expect(image).to_have_attribute("src", re.compile(r"^/v1/outputs/"))
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth === 64", arg=image.element_handle()
+    )
+    card.locator("summary").click()
+    expect(card.locator(".params")).to_contain_text('"a lighthouse at dusk"')
+    expect(card.locator(".params")).to_contain_text("steps")
+    page.mouse.move(0, 0)
+    # The whole form in one picture, the sticky panels at the top where they belong.
+    height = page.evaluate("document.documentElement.scrollHeight")
+    page.set_viewport_size({"width": 1360, "height": height})
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(screenshots / "playground.png"))
+    assert tab.console_errors == []
+    assert tab.blocked == []
+
+
+def test_errors_are_shown_readably(tab: Tab, live: Live) -> None:
+    page = open_playground(tab)
+    error = page.locator("#error")
+    # Refused by the gateway: 400 naming the field, which is marked.
+    fill(page, "prompt", "x")
+    fill(page, "steps", "0")
+    page.get_by_role("button", name="Generate").click()
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("Invalid parameter")
+    expect(error).to_contain_text("greater than or equal to 1")
+    expect(error).to_contain_text("field “steps”")
+    expect(page.locator("[data-param=steps]")).to_have_class(re.compile("invalid"))
+    # Failed on ComfyUI: the job's error names the node.
+    fill(page, "steps", "2")
+    fill(page, "width", "64")
+    fill(page, "height", "64")
+    live.fake.fail_next_execution("3", message="out of memory")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#run-status")).to_have_text("failed")
+    expect(error).to_contain_text("Generation failed")
+    expect(error).to_contain_text("out of memory")
+    expect(error).to_contain_text("node 3 (KSampler)")
+    expect(page.locator("[data-param=steps]")).not_to_have_class(re.compile("invalid"))
+    # Only the refused request's own 400 is in the console.
+    assert all("400" in message for message in tab.console_errors), tab.console_errors
+
+
+def test_copy_as_curl_gives_a_command_that_works(tab: Tab, live: Live, tmp_path: Path) -> None:
+    tab.page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.url)
+    page = open_playground(tab)
+    fill(page, "prompt", 'it\'s a "quoted" prompt')
+    fill(page, "steps", "2")
+    fill(page, "width", "64")
+    fill(page, "height", "72")
+    fill(page, "seed", "18446744073709551615")  # beyond JavaScript's exact integers
+    page.get_by_role("button", name="Copy as curl").click()
+    command = page.locator("#curl").inner_text()
+    expect(page.locator("#curl-note")).to_contain_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == command
+    assert f"{live.url}/v1/generate" in command
+    result = subprocess.run(
+        ["bash", "-c", command + " -sS -D headers.txt"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    headers = (tmp_path / "headers.txt").read_text()
+    assert "200 OK" in headers
+    assert "X-Seed: 18446744073709551615" in headers
+    with Image.open(io.BytesIO((tmp_path / "output.png").read_bytes())) as image:
+        assert image.size == (64, 72)
+    [submission] = live.fake.submissions
+    assert submission["prompt"]["6"]["inputs"]["text"] == 'it\'s a "quoted" prompt'
+
+
+def test_with_an_api_key_the_stream_is_read_with_fetch(tab: Tab, live: Live) -> None:
+    page = open_playground(tab)
+    key = page.locator("#api-key")
+    key.fill("secret-key")
+    key.dispatch_event("change")
+    expect(page.locator("#template")).to_be_enabled()
+    assert page.evaluate("sessionStorage.getItem('comfygate.apiKey')") == "secret-key"
+    assert page.evaluate("localStorage.length") == 0
+    page.locator("#template").select_option("solid")
+    with page.expect_request(lambda r: r.url.endswith("/events")) as events:
+        page.get_by_role("button", name="Generate").click()
+    request = events.value
+    assert request.headers["authorization"] == "Bearer secret-key"
+    assert request.resource_type == "fetch"  # not an EventSource
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    image = page.locator("#gallery .card img").first
+    expect(image).to_have_attribute("src", re.compile(r"^blob:"))
+    page.locator("#copy-curl").click()
+    expect(page.locator("#curl")).to_contain_text("Authorization: Bearer $COMFYGATE_API_KEY")
+    expect(page.locator("#curl")).not_to_contain_text("secret-key")
+    # The key lasts for the tab only.
+    page.reload()
+    expect(page.locator("#api-key")).to_have_value("secret-key")
+    assert tab.console_errors == []
+
+
+def test_docs_render_offline(tab: Tab, screenshots: Path) -> None:
+    page = tab.page
+    resp = page.goto("/docs")
+    assert resp is not None
+    assert resp.status == 200
+    assert "default-src 'self'" in resp.headers["content-security-policy"]
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("ComfyGate")
+    expect(page.locator(".opblock-summary-path[data-path='/v1/generate']")).to_be_visible()
+    expect(
+        page.locator(".opblock-summary-path[data-path='/v1/templates/txt2img/generate']")
+    ).to_be_visible()
+    # Open one operation: its per-template body schema renders.
+    page.locator(".opblock-summary-path[data-path='/v1/templates/solid/generate']").click()
+    body = page.locator(".opblock.is-open .opblock-section-request-body")
+    expect(body).to_contain_text('"width": 64')
+    body.get_by_role("tab", name="Schema").click()
+    expect(body).to_contain_text("solid.GenerateRequest")
+    expect(body).to_contain_text("color")
+    page.locator(".opblock-summary-path[data-path='/v1/templates/solid/generate']").click()
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(screenshots / "docs.png"))
+    assert tab.blocked == []
+    assert tab.console_errors == []
