@@ -1,6 +1,6 @@
 # The two commands of the README: `make run` sets up what is missing and runs the gateway;
 # `make test` sets up what is missing and runs every check CI runs.
-.PHONY: run test setup lint unit
+.PHONY: run test setup lint unit bench
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -23,3 +23,11 @@ lint:
 test: setup lint
 	@bash scripts/setup-browser.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The benchmark suite (docs/BENCHMARKS.md): wrk, matplotlib and the peer's own venv first,
+# then every benchmark; results in docs/benchmarks/. `make bench BENCH_ARGS=--quick` for tiny
+# sizes. The peer is optional: without it the other comparisons still run.
+bench: setup
+	bash bench/setup.sh
+	bash bench/setup_peer.sh || echo "bench: the peer (comfy-api-proxy + comfy-sdk) is unavailable"
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)

@@ -256,7 +256,7 @@ def test_templates_check_all_ok(runner: CliRunner, url: str) -> None:
     result = invoke(runner, url, "templates", "check")
     assert result.exit_code == 0, result.output
     assert "MISSING" not in result.stdout
-    assert result.stdout.count(" ok ") == 2
+    assert result.stdout.count(" ok ") == 3  # img2img, solid, txt2img
 
 
 @pytest.fixture

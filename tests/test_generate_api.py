@@ -101,14 +101,12 @@ def test_the_graph_sent_to_comfyui_is_the_bound_template(
         ({"data": "[1, 2]", "content_type": "application/json"}, "JSON object"),
         ({"data": '"text"', "content_type": "application/json"}, "JSON object"),
         (
-            {"data": "prompt=a cat", "content_type": "application/x-www-form-urlencoded"},
-            "Content-Type: application/json",
-        ),
-        ({"data": '{"prompt": "x"}'}, "Content-Type: application/json"),
-        (
             {"data": "[" * 100_000 + "]" * 100_000, "content_type": "application/json"},
             "not valid JSON",
         ),
+        ({"data": '{"a":' * 65 + "1" + "}" * 65, "content_type": "application/json"}, "deeply"),
+        ({"data": "[" + "1," * 100_000 + "1]", "content_type": "application/json"}, "too many"),
+        ({"data": '{"prompt": "x", "steps": NaN}', "content_type": "application/json"}, "JSON"),
     ],
 )
 def test_bad_bodies_are_400_bad_request(
@@ -119,6 +117,24 @@ def test_bad_bodies_are_400_bad_request(
     error = body(resp)["error"]
     assert error["code"] == "bad_request"
     assert fragment in error["message"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"data": "prompt=a cat", "content_type": "application/x-www-form-urlencoded"},
+        {"data": '{"prompt": "x"}'},
+        {"data": '{"prompt": "x"}', "content_type": "text/plain"},
+        {"data": "<prompt>x</prompt>", "content_type": "application/xml"},
+    ],
+)
+@pytest.mark.parametrize("route", ["/v1/generate", "/v1/jobs", "/v1/templates/solid/jobs"])
+def test_non_json_bodies_are_415(client: FlaskClient, kwargs: dict[str, str], route: str) -> None:
+    resp = client.post(route, **kwargs)
+    assert resp.status_code == 415
+    error = body(resp)["error"]
+    assert error["code"] == "unsupported_media_type"
+    assert "Content-Type: application/json" in error["message"]
 
 
 @pytest.mark.parametrize(

@@ -149,3 +149,45 @@ def test_comfyui_stopped_is_503_and_not_ready(
     assert body(resp)["error"]["code"] == "backend_unavailable"
     assert int(resp.headers["Retry-After"]) > 0
     assert fresh_comfyui.url not in resp.get_data(as_text=True)
+
+
+def _start_image() -> bytes:
+    """A 64x64 image made on the spot: a gradient, so the VAE has something to encode."""
+    image = Image.new("RGB", (64, 64))
+    image.putdata([(x * 4, y * 4, 128) for y in range(64) for x in range(64)])
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_img2img_with_a_data_uri_and_as_multipart(real_client: FlaskClient) -> None:
+    import base64
+
+    start = _start_image()
+    params = {"prompt": "a cat", "width": 64, "height": 64, "steps": 2, "seed": 11}
+    uri = "data:image/png;base64," + base64.b64encode(start).decode()
+    resp = real_client.post(
+        "/v1/generate",
+        json={"template": "img2img", "image": uri, "denoise": 0.5, **params},
+        headers={"Accept": "application/json"},
+    )
+    assert resp.status_code == 200, body(resp)
+    job = body(resp)
+    assert job["status"] == "succeeded"
+    assert job["params"]["image"].startswith("cg-")
+    assert job["params"]["checkpoint"] == "random-sd15-fp16.safetensors"
+    [output] = job["outputs"]
+    first = real_client.get(output["url"])
+    assert Image.open(io.BytesIO(first.data)).size == (64, 64)
+
+    resp = real_client.post(
+        "/v1/templates/img2img/generate",
+        data={
+            "params": json.dumps({**params, "steps": 1, "denoise": 0.8}),
+            "image": (io.BytesIO(start), "start.png", "image/png"),
+        },
+        content_type="multipart/form-data",
+    )
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:300]
+    assert resp.content_type == "image/png"
+    assert Image.open(io.BytesIO(resp.data)).size == (64, 64)

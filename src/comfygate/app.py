@@ -11,8 +11,9 @@ from flask import Flask, Response, current_app, g, request
 from flask_cors import CORS
 
 from comfygate import api, logs
-from comfygate.config import Settings, load_settings
+from comfygate.config import ConfigError, Settings, load_settings
 from comfygate.gateway import Gateway
+from comfygate.keys import KeyRing, KeySpecError
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -33,17 +34,27 @@ def create_app(
     # "//" in a path must be a 404 like any other bad path, not a redirect to a merged one.
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # multipart/form-data (image uploads): a few fields and files, not thousands.
+    app.config["MAX_FORM_PARTS"] = 64
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    try:
+        keys = KeyRing(settings.api_keys, settings.api_keys_file)
+    except KeySpecError as exc:
+        raise ConfigError(str(exc)) from None
     gateway = Gateway(settings)
     app.extensions["comfygate"] = gateway
     if settings.cors_origins:
         CORS(
             app,
             origins=settings.cors_origins,
-            expose_headers=["X-Job-Id", "X-Seed", "X-Request-Id", "Location"],
+            expose_headers=["X-Job-Id", "X-Seed", "X-Request-Id", "Location", "Retry-After"],
         )
-    api.init_app(app)
-    app.before_request(_before)
+    app.before_request(_before)  # first: every later hook and error logs the request id
+    try:
+        api.init_app(app, keys)
+    except ConfigError:
+        gateway.stop()  # nothing started yet: this closes the job store
+        raise
     app.after_request(_after)
     if start:
         gateway.start()
@@ -64,5 +75,11 @@ def _after(resp: Response) -> Response:
     metrics.requests.labels(route, request.method, str(resp.status_code)).inc()
     if "started" in g:
         metrics.request_seconds.labels(route).observe(time.monotonic() - g.started)
+    # Security headers on every answer (the pages add their Content-Security-Policy).
     resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    if resp.mimetype == "application/json":
+        # Job objects, errors, lists: never kept by a browser or a shared cache.
+        resp.headers["Cache-Control"] = "no-store"
     return resp

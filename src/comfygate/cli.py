@@ -8,6 +8,7 @@ stderr; exit 2 for a request that is wrong (usage, validation), 1 for anything e
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import logging
@@ -50,6 +51,15 @@ def main() -> None:
     """ComfyGate: an HTTP API gateway for ComfyUI."""
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @main.command()
 @click.option("--host", help="address to listen on (default 127.0.0.1)")
 @click.option("--port", type=int, help="port to listen on (default 8288)")
@@ -80,6 +90,7 @@ def serve(
     """Run the gateway (waitress, a production WSGI server)."""
     from waitress.server import create_server
 
+    from comfygate.api.auth import EXTENSION as KEYS
     from comfygate.app import create_app
 
     overrides: dict[str, Any] = {
@@ -100,9 +111,11 @@ def serve(
         click.echo(f"comfygate: cannot start: {exc}", err=True)
         sys.exit(1)
     gateway = app.extensions["comfygate"]
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_keys:
+    # The one place that warns about an open gateway (docs/SECURITY.md).
+    if not _loopback(settings.host) and not app.extensions[KEYS]:
         log.warning(
-            "listening on %s with no API_KEYS: anyone who reaches it can use it", settings.host
+            "listening on %s with no API_KEYS or API_KEYS_FILE: anyone who reaches it can use it",
+            settings.host,
         )
     try:
         server = create_server(

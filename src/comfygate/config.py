@@ -84,6 +84,10 @@ class Settings(BaseModel):
     expose_backend_urls: bool = Field(
         False, description="show backend URLs in GET /v1/backends (operators only)"
     )
+    cache_max_mb: float = Field(
+        1024.0, ge=0, description="result cache size; least recently used entries go first"
+    )
+    max_batch_items: int = Field(100, ge=1, le=10_000, description="items in one batch")
     max_attempts: int = Field(
         3, ge=1, le=20, description="submissions of one job when ComfyUI loses it"
     )
@@ -104,9 +108,52 @@ class Settings(BaseModel):
         False, description="allow webhooks to loopback/private addresses (local development)"
     )
 
-    api_keys: CsvList = Field(default_factory=list)
+    # Security (docs/SECURITY.md). Keys: `key` or `key:scope+scope` (scopes admin, workflows).
+    api_keys: CsvList = Field(default_factory=list, description="API keys; unset: open")
+    api_keys_file: Path | None = Field(
+        None,
+        description="API keys, one per line, optionally `key:scope1,scope2`; re-read when "
+        "it changes",
+    )
     cors_origins: CsvList = Field(default_factory=list)
     max_body_mb: float = Field(20.0, gt=0)
+    max_json_depth: int = Field(64, ge=2, le=10_000, description="nesting of a JSON body")
+    max_json_values: int = Field(
+        100_000, ge=100, description="arrays, objects and elements in one JSON body"
+    )
+    rate_limit: str | None = Field(
+        None,
+        description="requests per API key (per client address with no keys), e.g. "
+        "'60/minute' or '10/second;1000/day'; unset: no limit",
+    )
+    rate_limit_storage_uri: str | None = Field(
+        None, description="where rate-limit counters live; default REDIS_URL, else memory://"
+    )
+    # What one request may cost, applied to parameters by name in every template.
+    max_pixels: int | None = Field(None, ge=1, description="width x height (and input images)")
+    max_steps: int | None = Field(None, ge=1, description="'steps'")
+    max_batch_size: int | None = Field(None, ge=1, description="'batch_size'")
+    max_prompt_chars: int | None = Field(
+        None, ge=1, description="any parameter named 'prompt' or ending in '_prompt'"
+    )
+    # Image inputs (parameters of type image).
+    max_image_mb: float = Field(10.0, gt=0, description="one input image, decoded")
+    max_image_pixels: int = Field(
+        4096 * 4096, ge=1, description="width x height of one input image"
+    )
+    allow_http_image_urls: bool = Field(
+        False, description="fetch image URLs over plain http too (https only by default)"
+    )
+    image_fetch_timeout_s: float = Field(10.0, gt=0, description="fetching one image URL")
+    # Raw workflows (POST /v1/workflows/run).
+    allow_raw_workflows: bool = Field(
+        False, description="with no API keys, allow POST /v1/workflows/run to everyone"
+    )
+    raw_workflow_nodes: CsvList = Field(
+        default_factory=list,
+        description="node types a raw workflow may use; unset: the built-in safe list "
+        "('default' in the list includes it)",
+    )
     redis_url: str | None = None
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -135,6 +182,33 @@ class Settings(BaseModel):
                 raise ValueError('must be a JSON object such as {"txt2img": {"steps": 8}}') from exc
         return value
 
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, specs: list[str]) -> list[str]:
+        from comfygate.keys import KeySpecError, parse_spec
+
+        for i, spec in enumerate(specs):
+            try:
+                parse_spec(spec, f"entry {i + 1}")
+            except KeySpecError as exc:
+                raise ValueError(str(exc)) from None
+        return specs
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a rate limit such as '60/minute' or '10/second;1000/day'"
+            ) from None
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
@@ -143,6 +217,10 @@ class Settings(BaseModel):
     @property
     def uses_local_comfyui(self) -> bool:
         return self.local_comfyui or not self.backends
+
+    @property
+    def limits_storage_uri(self) -> str:
+        return self.rate_limit_storage_uri or self.redis_url or "memory://"
 
     @property
     def max_body_bytes(self) -> int:

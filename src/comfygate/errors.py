@@ -7,10 +7,12 @@ URL, a filesystem path of the gateway or a traceback.
     ComfyGateError                      500 internal_error
     ├── BadRequest                      400 bad_request
     ├── ValidationFailed                400 validation_error   (details.field)
-    ├── Unauthorized                    401 unauthorized
+    ├── Unauthorized                    401 unauthorized       (WWW-Authenticate: Bearer)
+    ├── Forbidden                       403 forbidden
     ├── NotFound                        404 not_found
     ├── Conflict                        409 conflict
     ├── PayloadTooLarge                 413 payload_too_large
+    ├── UnsupportedMediaType            415 unsupported_media_type
     ├── RateLimited                     429 rate_limited       (Retry-After)
     ├── GenerationFailed                502 generation_failed  (node_id, node_type, message)
     ├── BackendUnavailable              503 backend_unavailable (Retry-After)
@@ -66,6 +68,16 @@ class Unauthorized(ComfyGateError):
     status = 401
     code = "unauthorized"
 
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ComfyGateError):
+    """The caller is known but may not do this (a scope it lacks, a feature turned off)."""
+
+    status = 403
+    code = "forbidden"
+
 
 class NotFound(ComfyGateError):
     status = 404
@@ -80,6 +92,11 @@ class Conflict(ComfyGateError):
 class PayloadTooLarge(ComfyGateError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(ComfyGateError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class RateLimited(ComfyGateError):

@@ -14,12 +14,14 @@ from pathlib import Path
 from comfygate.backends.pool import BackendPool
 from comfygate.comfy.local import LocalComfyUI, LocalComfyUIConfig
 from comfygate.config import Settings, prepare_data_dir
+from comfygate.jobs.cache import ResultCache
 from comfygate.jobs.service import JobService, ServiceOptions
 from comfygate.jobs.store import SQLiteJobStore
 from comfygate.jobs.webhooks import WebhookOptions, load_or_create_secret
 from comfygate.metrics import Metrics
 from comfygate.storage.local import LocalStorage
 from comfygate.templates import TemplateRegistry
+from comfygate.templates.limits import CostLimits
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,12 @@ class Gateway:
                 job_deadline_s=self.settings.job_deadline_s,
                 max_attempts=self.settings.max_attempts,
                 retention_s=self.settings.job_retention_s,
+                limits=CostLimits(
+                    max_pixels=self.settings.max_pixels,
+                    max_steps=self.settings.max_steps,
+                    max_batch_size=self.settings.max_batch_size,
+                    max_prompt_chars=self.settings.max_prompt_chars,
+                ),
             ),
             WebhookOptions(
                 secret=load_or_create_secret(self.settings.webhook_secret, self.data_dir),
@@ -83,6 +91,11 @@ class Gateway:
                 timeout_s=self.settings.webhook_timeout_s,
             ),
             self.metrics,
+            ResultCache(
+                self.data_dir / "jobs.sqlite3",
+                self.data_dir / "cache",
+                int(self.settings.cache_max_mb * 1024 * 1024),
+            ),
         )
         pool = self.pool
         self.metrics.watch_pool(
@@ -107,6 +120,8 @@ class Gateway:
     def stop(self) -> None:
         if self.jobs is not None:
             self.jobs.stop()
+            if self.jobs.cache is not None:
+                self.jobs.cache.close()
         if self.pool is not None:
             self.pool.stop()
         if self.local is not None:

@@ -7,19 +7,39 @@ from __future__ import annotations
 from flask import Flask
 
 from comfygate.api import (
+    auth,
+    batches,
     errors,
     generate,
     jobs,
+    limits,
     openapi,
     ops,
     outputs,
     template_routes,
     templates,
     web,
+    workflows,
 )
+from comfygate.keys import KeyRing
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, keys: KeyRing) -> None:
+    settings = app.extensions["comfygate"].settings
     errors.init_app(app)
-    for module in (generate, jobs, outputs, templates, template_routes, ops, openapi, web):
+    # Order matters: the caller is known (auth) before its requests are counted (limits).
+    auth.init_app(app, keys)
+    limits.init_app(app, settings)
+    for module in (
+        generate,
+        jobs,
+        batches,
+        outputs,
+        templates,
+        template_routes,
+        workflows,
+        ops,
+        openapi,
+        web,
+    ):
         app.register_blueprint(module.bp)

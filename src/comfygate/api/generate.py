@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
-from comfygate.api.body import json_object, run_request
-from comfygate.errors import Timeout, from_code
+from comfygate.api import auth
+from comfygate.api.body import Body, read_body
+from comfygate.api.images import run_request_with_images
+from comfygate.errors import Conflict, Timeout, from_code
 from comfygate.jobs.model import Job, JobStatus
 
 bp = Blueprint("generate", __name__)
@@ -15,27 +17,38 @@ bp = Blueprint("generate", __name__)
 
 @bp.post("/v1/generate")
 def generate() -> Response:
-    return generate_from(json_object())
+    return generate_from(read_body())
 
 
-def generate_from(body: dict[str, Any]) -> Response:
+def generate_from(body: Body) -> Response:
     """The synchronous run of a body (also POST /v1/templates/{name}/generate's)."""
     gateway = current_app.extensions["comfygate"]
-    req = run_request(body)
+    req, images = run_request_with_images(body)
     limit = gateway.settings.request_timeout_s
     timeout = min(req.timeout_s, limit) if req.timeout_s else limit
-    job = gateway.jobs.create(req.template, req.params)
+    job = gateway.jobs.create(
+        req.template, req.params, cache=req.cache, owner=auth.creating_owner(), images=images
+    )
+    return wait_and_answer(job, timeout)
+
+
+def wait_and_answer(job: Job, timeout: float) -> Response:
+    """Wait for a job; answer with its file or job object, or its error (504 on timeout)."""
+    gateway = current_app.extensions["comfygate"]
     done = gateway.jobs.wait(job.id, timeout)
     if done is None:
-        # The caller gave up: interrupt the job so it does not keep the GPU.
-        gateway.jobs.cancel(
-            job.id,
-            error={
-                "code": "timeout",
-                "message": f"no result within {timeout:g} s",
-                "details": {"job_id": job.id},
-            },
-        )
+        # The caller gave up: interrupt the job so it does not keep the GPU, unless an
+        # identical request joined it and still waits for it.
+        if gateway.jobs.events.subscribers(job.id) == 0:
+            with contextlib.suppress(Conflict):
+                gateway.jobs.cancel(
+                    job.id,
+                    error={
+                        "code": "timeout",
+                        "message": f"no result within {timeout:g} s",
+                        "details": {"job_id": job.id},
+                    },
+                )
         raise Timeout(
             f"the job did not finish within {timeout:g} s and was cancelled",
             {"job_id": job.id, "timeout_s": timeout},

@@ -11,13 +11,16 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from comfygate.api.body import json_object, run_request
+from comfygate.api import auth
+from comfygate.api.body import Body, read_body
+from comfygate.api.images import run_request_with_images
 from comfygate.errors import BadRequest, ValidationFailed
 from comfygate.jobs.model import JobStatus
 
 bp = Blueprint("jobs", __name__)
 
 MAX_PAGE = 200
+MAX_CURSOR = 2**63 - 1  # SQLite's largest integer (fuzzing found the overflow)
 
 
 def _webhook_url(value: str | None) -> str | None:
@@ -35,18 +38,24 @@ def _webhook_url(value: str | None) -> str | None:
 
 @bp.post("/v1/jobs")
 def submit() -> Response:
-    return submit_from(json_object())
+    return submit_from(read_body())
 
 
-def submit_from(body: dict[str, Any]) -> Response:
+def submit_from(body: Body) -> Response:
     """Create a job from a body (also POST /v1/templates/{name}/jobs's): 202 + Location."""
     gateway = current_app.extensions["comfygate"]
-    req = run_request(body)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= 255):
         raise BadRequest("Idempotency-Key must be 1 to 255 characters")
+    req, images = run_request_with_images(body)
+    # Of what the job runs (images by their content hash), not of how it was sent.
     fingerprint = hashlib.sha256(
-        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        json.dumps(
+            {**body.data, **req.params, "template": req.template},
+            sort_keys=True,
+            separators=(",", ":"),
+            default=str,
+        ).encode()
     ).hexdigest()
     job = gateway.jobs.create(
         req.template,
@@ -54,6 +63,9 @@ def submit_from(body: dict[str, Any]) -> Response:
         webhook_url=_webhook_url(req.webhook_url),
         idempotency_key=key,
         fingerprint=fingerprint,
+        cache=req.cache,
+        owner=auth.creating_owner(),
+        images=images,
     )
     resp = jsonify(job.public())
     resp.status_code = 202
@@ -63,12 +75,14 @@ def submit_from(body: dict[str, Any]) -> Response:
 
 @bp.get("/v1/jobs/<job_id>")
 def get(job_id: str) -> Response:
-    return jsonify(current_app.extensions["comfygate"].jobs.get(job_id).public())
+    jobs = current_app.extensions["comfygate"].jobs
+    return jsonify(jobs.get(job_id, auth.visible_owner()).public())
 
 
 @bp.delete("/v1/jobs/<job_id>")
 def cancel(job_id: str) -> Response:
-    return jsonify(current_app.extensions["comfygate"].jobs.cancel(job_id).public())
+    jobs = current_app.extensions["comfygate"].jobs
+    return jsonify(jobs.cancel(job_id, owner=auth.visible_owner()).public())
 
 
 @bp.get("/v1/jobs")
@@ -82,8 +96,10 @@ def list_jobs() -> Response:
             allowed = ", ".join(s.value for s in JobStatus)
             raise ValidationFailed(f"'status' must be one of: {allowed}", field="status") from None
     limit = _int_arg("limit", 50, 1, MAX_PAGE)
-    cursor = _int_arg("cursor", None, 1, None)
-    jobs, next_cursor = current_app.extensions["comfygate"].jobs.page(status, limit, cursor)
+    cursor = _int_arg("cursor", None, 1, MAX_CURSOR)
+    jobs, next_cursor = current_app.extensions["comfygate"].jobs.page(
+        status, limit, cursor, owner=auth.visible_owner()
+    )
     return jsonify(
         {
             "jobs": [j.public() for j in jobs],
@@ -114,7 +130,7 @@ def _sse(event: str, data: dict[str, Any] | None) -> str:
 def events(job_id: str) -> Response:
     service = current_app.extensions["comfygate"].jobs
     heartbeat = current_app.extensions["comfygate"].settings.sse_heartbeat_s
-    service.get(job_id)  # 404 before the stream starts, not an empty stream
+    service.get(job_id, auth.visible_owner())  # 404 before the stream starts, not an empty one
 
     def stream() -> Iterator[str]:
         with service.events.subscribe(job_id) as updates:

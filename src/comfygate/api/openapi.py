@@ -28,11 +28,12 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from comfygate import __version__
-from comfygate.api import schemas, web
+from comfygate.api import auth, schemas, web
 from comfygate.api.openapi_paths import (
     DESCRIPTION,
     HEADERS,
     REF,
+    SECURITY_SCHEMES,
     SWAGGER_FILES,
     TAGS,
     error_responses,
@@ -101,6 +102,7 @@ def registered_operations(app: Flask) -> set[tuple[str, str]]:
 
 def build(app: Flask) -> dict[str, Any]:
     gateway = app.extensions["comfygate"]
+    keys_on = bool(app.extensions.get(auth.EXTENSION))
     templates: list[Template] = gateway.templates.all()
     default = gateway.settings.default_template
     schemas_ = _model_schemas()
@@ -128,7 +130,10 @@ def build(app: Flask) -> dict[str, Any]:
             "schemas": schemas_,
             "responses": error_responses(),
             "headers": HEADERS,
+            "securitySchemes": SECURITY_SCHEMES,
         },
+        # With API keys on, a key is needed (public operations say `security: []`).
+        **({"security": [{"bearerAuth": []}, {"apiKeyHeader": []}]} if keys_on else {}),
     }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from comfygate.api.jobs import MAX_PAGE
+from comfygate.api.jobs import MAX_CURSOR, MAX_PAGE
 from comfygate.jobs.model import JobStatus
 from comfygate.templates.model import Parameter, Template
 
@@ -28,7 +28,16 @@ def ref(name: str) -> dict[str, str]:
 # --- examples -------------------------------------------------------------------------------
 
 
+# An 8x8 PNG: image parameters' example value (a real image, so the example runs).
+EXAMPLE_IMAGE = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mM8UaHBgA0"
+    "wMeAAg1MCAB4nAXgllso1AAAAAElFTkSuQmCC"
+)
+
+
 def _sample(name: str, param: Parameter) -> Any:
+    if param.type == "image":
+        return EXAMPLE_IMAGE
     if param.enum:
         return param.enum[0]
     if param.default is not None:
@@ -88,6 +97,30 @@ _ERRORS: dict[int, tuple[str, str, dict[str, dict[str, Any]]]] = {
             },
         },
     ),
+    401: (
+        "Unauthorized",
+        "API keys are configured and the request has none or a wrong one (send it as "
+        "`Authorization: Bearer <key>` or `X-API-Key`).",
+        {
+            "unauthorized": {
+                "code": "unauthorized",
+                "message": "the API key is not valid",
+                "details": {},
+            }
+        },
+    ),
+    403: (
+        "Forbidden",
+        "The API key lacks the scope this route needs (`admin` for operations routes, "
+        "`workflows` for raw workflows), or raw workflows are off.",
+        {
+            "forbidden": {
+                "code": "forbidden",
+                "message": "this route needs an API key with the 'admin' scope",
+                "details": {},
+            }
+        },
+    ),
     404: (
         "NotFound",
         "No such template, job or output.",
@@ -118,6 +151,30 @@ _ERRORS: dict[int, tuple[str, str, dict[str, dict[str, Any]]]] = {
                 "code": "payload_too_large",
                 "message": "request body too large",
                 "details": {},
+            }
+        },
+    ),
+    415: (
+        "UnsupportedMediaType",
+        "The body is not `application/json` (or, on the routes that take image uploads, "
+        "`multipart/form-data`).",
+        {
+            "unsupported_media_type": {
+                "code": "unsupported_media_type",
+                "message": "the body must be JSON with Content-Type: application/json",
+                "details": {"content_type": "text/plain"},
+            }
+        },
+    ),
+    429: (
+        "RateLimited",
+        "Over RATE_LIMIT for this API key (or client address); `Retry-After` says when to "
+        "try again.",
+        {
+            "rate_limited": {
+                "code": "rate_limited",
+                "message": "rate limit exceeded (60 per 1 minute); retry after 12 s",
+                "details": {"limit": "60 per 1 minute", "retry_after_s": 12},
             }
         },
     ),
@@ -174,8 +231,15 @@ def error_responses() -> dict[str, Any]:
                 }
             },
         }
-        if status == 503:
+        if status in (429, 503):
             response["headers"] = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
+        if status == 401:
+            response["headers"] = {
+                "WWW-Authenticate": {
+                    "description": "`Bearer`.",
+                    "schema": {"type": "string"},
+                }
+            }
         responses[name] = response
     return responses
 
@@ -221,6 +285,29 @@ def _file(description: str, media: str = "*/*") -> dict[str, Any]:
 _JOB_ID = _path_param("job_id", "The job's id.")
 
 
+def _multipart(images: list[str]) -> dict[str, Any]:
+    """The multipart/form-data form of a run body: for uploading image parameters."""
+    return {
+        "schema": {
+            "type": "object",
+            "description": "The JSON body in `params` and/or each key as a form field of its own "
+            "(typed as the template declares), and each image parameter as a file field.",
+            "properties": {
+                "params": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "description": "The JSON body (a JSON object).",
+                },
+                **{
+                    name: {"type": "string", "format": "binary", "description": "An image file."}
+                    for name in images
+                },
+            },
+        },
+        "encoding": {name: {"contentType": "image/png, image/jpeg, image/webp"} for name in images},
+    }
+
+
 # --- operations -----------------------------------------------------------------------------
 
 
@@ -231,7 +318,13 @@ def _generate_op(
     examples: dict[str, Any],
     *,
     params: list[Any],
+    images: list[str] | None = None,
 ) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "application/json": {"schema": ref(body_schema), "examples": examples}
+    }
+    if images is not None:
+        content["multipart/form-data"] = _multipart(images)
     return {
         "tags": ["generate"],
         "operationId": operation_id,
@@ -240,10 +333,7 @@ def _generate_op(
         "REQUEST_TIMEOUT_S). With one output and an Accept header that admits it (absent, "
         "`*/*`, `image/*`) the answer is the file itself; otherwise the job object.",
         "parameters": params,
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ref(body_schema), "examples": examples}},
-        },
+        "requestBody": {"required": True, "content": content},
         "responses": {
             "200": {
                 "description": "The job succeeded: its one output, or the job object.",
@@ -253,7 +343,7 @@ def _generate_op(
                     "application/json": {"schema": ref("Job")},
                 },
             },
-            **_errors(400, 404, 413, 502, 503, 504),
+            **_errors(400, 404, 413, 415, 502, 503, 504),
         },
     }
 
@@ -274,7 +364,13 @@ def _submit_op(
     examples: dict[str, Any],
     *,
     params: list[Any],
+    images: list[str] | None = None,
 ) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "application/json": {"schema": ref(body_schema), "examples": examples}
+    }
+    if images is not None:
+        content["multipart/form-data"] = _multipart(images)
     return {
         "tags": ["jobs"],
         "operationId": operation_id,
@@ -282,13 +378,10 @@ def _submit_op(
         "description": "Creates a job and answers at once; follow it with "
         "GET /v1/jobs/{job_id}/events or GET /v1/jobs/{job_id}.",
         "parameters": [*params, _IDEMPOTENCY_KEY],
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ref(body_schema), "examples": examples}},
-        },
+        "requestBody": {"required": True, "content": content},
         "responses": {
             "202": _json("Job", "The job, queued.", headers={"Location": _header("Location")}),
-            **_errors(400, 404, 409, 413, 503),
+            **_errors(400, 404, 409, 413, 415, 503),
         },
     }
 
@@ -304,6 +397,10 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
         for n, ex in by_name.items()
     }
     ops: list[Operation] = []
+    image_params = {
+        t.name: [n for n, p in t.parameters.items() if p.type == "image"] for t in templates
+    }
+    all_images = sorted({n for names_ in image_params.values() for n in names_})
 
     def add(route: str, method: str, operation: dict[str, Any], path: str | None = None) -> None:
         ops.append((route, path or route, method, operation))
@@ -312,10 +409,19 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
         "/v1/generate",
         "post",
         _generate_op(
-            "generate", "Generate and wait for the result", "GenerateRequest", named, params=[]
+            "generate",
+            "Generate and wait for the result",
+            "GenerateRequest",
+            named,
+            params=[],
+            images=all_images,
         ),
     )
-    add("/v1/jobs", "post", _submit_op("submitJob", "Submit a job", "JobRequest", named, params=[]))
+    add(
+        "/v1/jobs",
+        "post",
+        _submit_op("submitJob", "Submit a job", "JobRequest", named, params=[], images=all_images),
+    )
     add(
         "/v1/jobs",
         "get",
@@ -341,7 +447,7 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
                     "in": "query",
                     "required": False,
                     "description": "`next_cursor` of the previous page.",
-                    "schema": {"type": "integer", "minimum": 1},
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CURSOR},
                 },
             ],
             "responses": {"200": _json("JobList", "A page of jobs."), **_errors(400)},
@@ -368,6 +474,80 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "description": "A queued job leaves ComfyUI's queue; a running one is interrupted.",
             "parameters": [_JOB_ID],
             "responses": {"200": _json("Job", "The cancelled job."), **_errors(404, 409)},
+        },
+    )
+    batch_id = _path_param("batch_id", "The batch's id.")
+    add(
+        "/v1/batches",
+        "post",
+        {
+            "tags": ["batches"],
+            "operationId": "createBatch",
+            "summary": "Submit a batch",
+            "description": "`items` (a list of parameter objects) or `prompts` (a list of "
+            "prompts), plus parameters shared by every item and optionally `template` and "
+            "`cache`. Every item is validated before any runs: one bad item is a 400 whose "
+            "`details.index` names it, and nothing is submitted.",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "template": {"type": "string"},
+                                "items": {"type": "array", "items": {"type": "object"}},
+                                "prompts": {"type": "array", "items": {"type": "string"}},
+                                "cache": {"type": "boolean", "default": True},
+                            },
+                            "additionalProperties": True,
+                        },
+                        "example": {"template": "solid", "items": [{"color": 0}, {"color": 255}]},
+                    }
+                },
+            },
+            "responses": {
+                "202": _json(
+                    "BatchCreated",
+                    "The batch and its jobs.",
+                    headers={"Location": _header("Location")},
+                ),
+                **_errors(400, 404, 413, 503),
+            },
+        },
+    )
+    add(
+        "/v1/batches/{batch_id}",
+        "get",
+        {
+            "tags": ["batches"],
+            "operationId": "getBatch",
+            "summary": "Get a batch",
+            "parameters": [batch_id],
+            "responses": {"200": _json("Batch", "Counts by state and the jobs."), **_errors(404)},
+        },
+    )
+    add(
+        "/v1/batches/{batch_id}",
+        "delete",
+        {
+            "tags": ["batches"],
+            "operationId": "cancelBatch",
+            "summary": "Cancel a batch's unfinished jobs",
+            "parameters": [batch_id],
+            "responses": {"200": _json("Batch", "The batch after cancelling."), **_errors(404)},
+        },
+    )
+    add(
+        "/v1/batches/{batch_id}/archive",
+        "get",
+        {
+            "tags": ["batches"],
+            "operationId": "batchArchive",
+            "summary": "A zip of the batch's outputs so far",
+            "description": "Streamed; each file is named `<item index>-<output name>`.",
+            "parameters": [batch_id],
+            "responses": {"200": _file("The archive.", "application/zip"), **_errors(404)},
         },
     )
     add(
@@ -449,6 +629,7 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
         "GenerateRequest",
         per_template,
         params=[template_name],
+        images=all_images,
     )
     op["requestBody"]["content"]["application/json"]["schema"] = any_generate
     add("/v1/templates/{name}/generate", "post", op)
@@ -459,17 +640,24 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
         "JobRequest",
         per_template,
         params=[template_name],
+        images=all_images,
     )
     op["requestBody"]["content"]["application/json"]["schema"] = any_job
     add("/v1/templates/{name}/jobs", "post", op)
     for template in templates:
         n = template.name
         example = {n: {"summary": n, "value": by_name[n]}}
+        images = image_params[n] or None  # multipart only where there is an image to upload
         add(
             "/v1/templates/{name}/generate",
             "post",
             _generate_op(
-                f"generate_{n}", f"Generate with {n}", f"{n}.GenerateRequest", example, params=[]
+                f"generate_{n}",
+                f"Generate with {n}",
+                f"{n}.GenerateRequest",
+                example,
+                params=[],
+                images=images,
             ),
             path=f"/v1/templates/{n}/generate",
         )
@@ -477,7 +665,12 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "/v1/templates/{name}/jobs",
             "post",
             _submit_op(
-                f"submitJob_{n}", f"Submit a {n} job", f"{n}.JobRequest", example, params=[]
+                f"submitJob_{n}",
+                f"Submit a {n} job",
+                f"{n}.JobRequest",
+                example,
+                params=[],
+                images=images,
             ),
             path=f"/v1/templates/{n}/jobs",
         )
@@ -590,13 +783,78 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "responses": {"200": _file("The file."), **_errors(404)},
         },
     )
+    add(
+        "/v1/workflows/run",
+        "post",
+        {
+            "tags": ["workflows"],
+            "operationId": "runWorkflow",
+            "summary": "Run a raw API-format workflow and wait for the result",
+            "description": "For API keys with the `workflows` scope (or, with keys off, when "
+            "ALLOW_RAW_WORKFLOWS is set). Every node type must be on the allowlist "
+            "(RAW_WORKFLOW_NODES; the default leaves out nodes that read or write files by "
+            "name or reach the network); a LoadImage node's `image` is a data: URI or an https "
+            "URL, checked like an image parameter. Output nodes get the job's own "
+            "filename_prefix. Runs as a job (template `workflow`); answers like "
+            'POST /v1/generate, or with `"wait": false` like POST /v1/jobs (202).',
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ref("WorkflowRequest")}},
+            },
+            "responses": {
+                "200": {
+                    "description": "The job succeeded: its one output, or the job object.",
+                    "headers": {"X-Job-Id": _header("X-Job-Id")},
+                    "content": {
+                        "image/*": {"schema": {"type": "string", "format": "binary"}},
+                        "application/json": {"schema": ref("Job")},
+                    },
+                },
+                "202": _json("Job", "The job, queued.", headers={"Location": _header("Location")}),
+                **_errors(400, 403, 413, 415, 502, 503, 504),
+            },
+        },
+    )
+    _secure(ops)
     return ops
+
+
+PUBLIC_OPERATIONS = frozenset(
+    {"health", "readiness", "openapi", "docs", "docsAsset", "playground", "webAsset"}
+)
+ADMIN_OPERATIONS = frozenset({"listBackends", "metrics", "checkTemplates"})
+
+
+def _secure(ops: list[Operation]) -> None:
+    """With API keys on, every operation but the public ones may answer 401 and 429; the
+    operations routes 403 for a key without the admin scope."""
+    for _, _, _, operation in ops:
+        op_id = operation["operationId"]
+        if op_id in PUBLIC_OPERATIONS:
+            operation["security"] = []
+            continue
+        extra = (401, 403, 429) if op_id in ADMIN_OPERATIONS else (401, 429)
+        operation["responses"].update(
+            {k: v for k, v in _errors(*extra).items() if k not in operation["responses"]}
+        )
+
+
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (API_KEYS / API_KEYS_FILE) as a bearer token.",
+    },
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
 
 
 TAGS = [
     {"name": "generate", "description": "Run a template and wait for the result."},
     {"name": "jobs", "description": "Asynchronous jobs: submit, follow, list, cancel."},
+    {"name": "batches", "description": "Many parameter sets in one call; an archive."},
     {"name": "templates", "description": "The templates and their parameters."},
+    {"name": "workflows", "description": "Raw API-format workflows (a scope of their own)."},
     {"name": "outputs", "description": "Files the jobs produced."},
     {"name": "operations", "description": "Health, readiness, backends, metrics."},
     {"name": "documentation", "description": "This document, the docs and the playground."},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, send_file
 
+from comfygate.api import auth
 from comfygate.errors import NotFound
 from comfygate.storage.local import content_type
 
@@ -15,7 +16,15 @@ bp = Blueprint("outputs", __name__)
 @bp.get("/v1/outputs/<job_id>/<path:filename>")
 def output(job_id: str, filename: str) -> Response:
     gateway = current_app.extensions["comfygate"]
+    try:
+        # Another key's job is as absent as a job that never was.
+        gateway.jobs.get(job_id, auth.visible_owner())
+    except NotFound:
+        raise NotFound("no such output", {"job_id": job_id}) from None
     path = gateway.storage.open_path(job_id, filename)
     if path is None:
         raise NotFound("no such output", {"job_id": job_id})
-    return send_file(path, mimetype=content_type(filename), conditional=True, max_age=3600)
+    resp = send_file(path, mimetype=content_type(filename), conditional=True, max_age=3600)
+    # Outputs never change, but they are someone's: browsers may keep them, shared caches not.
+    resp.headers["Cache-Control"] = "private, max-age=3600"
+    return resp

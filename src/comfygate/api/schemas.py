@@ -142,6 +142,8 @@ class Job(_Response):
     error: ErrorInfo | None = Field(description="Why the job failed or was cancelled.")
     cached: bool = Field(description="The result came from the cache.")
     attempts: int = Field(ge=0, description="Submissions to ComfyUI so far.")
+    batch_id: str | None = Field(None, description="The batch the job belongs to.")
+    batch_index: int | None = Field(None, description="Its item's index in the batch.")
     webhook: WebhookDelivery | None = Field(
         None, description="Present when the job has a `webhook_url`."
     )
@@ -261,8 +263,65 @@ class JobOptions(BaseModel):
     )
 
 
+class BatchCreated(_Response):
+    """A batch was accepted: every item is a job of its own."""
+
+    id: str
+    jobs: list[str] = Field(description="The items' job ids, in item order.")
+
+
+class Batch(_Response):
+    """A batch's progress: counts by state and the job objects."""
+
+    id: str
+    template: str
+    total: int = Field(ge=0)
+    counts: dict[str, int] = Field(description="Jobs by status.")
+    done: bool = Field(description="Every job has ended.")
+    jobs: list[Job]
+    archive_url: str = Field(description="A zip of the outputs so far.")
+
+
+class WorkflowRequest(BaseModel):
+    """Body of POST /v1/workflows/run: a raw API-format graph (ComfyUI's *Save (API
+    format)*) and options."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "workflow": {
+                        "1": {
+                            "class_type": "EmptyImage",
+                            "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 255},
+                        },
+                        "2": {
+                            "class_type": "SaveImage",
+                            "inputs": {"images": ["1", 0], "filename_prefix": "x"},
+                        },
+                    }
+                }
+            ]
+        },
+    )
+    workflow: dict[str, dict[str, Any]] = Field(
+        description="Node id -> {class_type, inputs}; links are [node_id, output_index]."
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, description="Longest wait (capped by REQUEST_TIMEOUT_S)."
+    )
+    wait: bool = Field(
+        True, description="Wait for the result (like /v1/generate), or answer 202 at once."
+    )
+
+
+# Documented in the OpenAPI document's components (requests beside the answers).
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    WorkflowRequest,
     ErrorBody,
+    BatchCreated,
+    Batch,
     Job,
     JobList,
     TemplateList,

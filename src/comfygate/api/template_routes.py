@@ -4,11 +4,11 @@ typed body in the OpenAPI document (``api/openapi.py``)."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 from flask import Blueprint, Response, current_app
 
-from comfygate.api.body import json_object
+from comfygate.api.body import Body, read_body
 from comfygate.api.generate import generate_from
 from comfygate.api.jobs import submit_from
 from comfygate.errors import ValidationFailed
@@ -16,14 +16,14 @@ from comfygate.errors import ValidationFailed
 bp = Blueprint("template_routes", __name__)
 
 
-def _body_for(name: str) -> dict[str, Any]:
-    body = json_object()
+def _body_for(name: str) -> Body:
     current_app.extensions["comfygate"].templates.get(name)  # 404 for an unknown template
-    if body.get("template", name) != name:
+    body = read_body()
+    if body.data.get("template", name) != name:
         raise ValidationFailed(
             f"'template' is {name!r} on this route (given by the path)", field="template"
         )
-    return {**body, "template": name}
+    return dataclasses.replace(body, data={**body.data, "template": name})
 
 
 @bp.post("/v1/templates/<name>/generate")

@@ -42,6 +42,10 @@ class JobEvents:
                     if not subs:
                         del self._subs[job_id]
 
+    def subscribers(self, job_id: str) -> int:
+        with self._lock:
+            return len(self._subs.get(job_id, ()))
+
     def subscriber_count(self) -> int:
         with self._lock:
             return sum(len(v) for v in self._subs.values())

@@ -102,6 +102,14 @@ class Job:
     backend: str | None = None
     prompt_id: str | None = None
     submitted_at: float | None = None
+    # Who made it: a hash of the API key (keys.owner_id), never the key; None with keys off.
+    owner: str | None = None
+    # Input images (gateway-made names), kept under DATA_DIR/inputs/<id>/, uploaded to the
+    # backend before each submission.
+    inputs: list[str] = field(default_factory=list)
+    cache_key: str | None = None  # set when the result is determined (cacheable)
+    batch_id: str | None = None
+    batch_index: int | None = None
 
     def move_to(self, status: JobStatus) -> None:
         """The one place a status changes; the caller writes the job to the store next."""
@@ -150,6 +158,11 @@ class Job:
             "cached": self.cached,
             "attempts": self.attempts,
             **({"webhook": self.webhook} if self.webhook_url else {}),
+            **(
+                {"batch_id": self.batch_id, "batch_index": self.batch_index}
+                if self.batch_id
+                else {}
+            ),
             "created_at": rfc3339(self.created_at),
             "started_at": rfc3339(self.started_at),
             "finished_at": rfc3339(self.finished_at),

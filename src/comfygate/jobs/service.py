@@ -14,12 +14,14 @@ up to ``max_attempts``. Every job has a deadline.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from comfygate.backends.pool import Backend, BackendPool
@@ -41,6 +43,8 @@ from comfygate.errors import (
     NotFound,
     ValidationFailed,
 )
+from comfygate.inputs.images import CheckedImage
+from comfygate.jobs.cache import CacheHit, ResultCache, cache_key
 from comfygate.jobs.events import JobEvents
 from comfygate.jobs.model import Job, JobStatus, Output, now
 from comfygate.jobs.store import JobStore
@@ -51,9 +55,12 @@ from comfygate.templates import (
     Template,
     TemplateRegistry,
     bind,
+    raw,
     resolve_params,
     validate_params,
 )
+from comfygate.templates.binding import apply_output_prefix
+from comfygate.templates.limits import CostLimits
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,28 @@ class ServiceOptions:
     max_attempts: int = 3
     retention_s: float = 7 * 86400.0
     sweep_interval_s: float = 60.0
+    limits: CostLimits = field(default_factory=CostLimits)
+
+
+def _image_names(
+    template: Template, given: dict[str, Any], images: Mapping[str, CheckedImage]
+) -> list[str]:
+    """The gateway-made names of the job's input images. An image parameter's value must be
+    the name of a checked image given with it: no other string (a path, a file already on
+    ComfyUI) ever reaches a LoadImage node."""
+    names: list[str] = []
+    for name, param in template.parameters.items():
+        if param.type != "image" or name not in given:
+            continue
+        checked = images.get(name)
+        if checked is None or given[name] != checked.filename():
+            raise ValidationFailed(
+                f"'{name}' must be an image: a multipart file, a data: URI or an https URL",
+                field=name,
+            )
+        if checked.filename() not in names:
+            names.append(checked.filename())
+    return names
 
 
 class JobService:
@@ -83,14 +112,20 @@ class JobService:
         options: ServiceOptions | None = None,
         webhooks: WebhookOptions | None = None,
         metrics: Metrics | None = None,
+        cache: ResultCache | None = None,
+        inputs: LocalStorage | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
         self.storage = storage
+        # Input images of unfinished and kept jobs, beside the outputs (never in the job row).
+        self.inputs = inputs or LocalStorage(storage.root.parent / "inputs")
         self.templates = templates
         self.options = options or ServiceOptions()
         self.events = JobEvents()
         self.metrics = metrics or Metrics()
+        self.cache = cache
+        self._by_key: dict[str, str] = {}  # cache key -> job id of the live job computing it
         self._lock = threading.RLock()
         self._live: dict[str, Job] = {}  # unfinished jobs (the store is the truth; this mirrors)
         self._by_prompt: dict[str, str] = {}  # prompt_id -> job id
@@ -147,15 +182,55 @@ class JobService:
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
         fingerprint: str = "",
+        cache: bool = True,
+        owner: str | None = None,
+        images: Mapping[str, CheckedImage] | None = None,
     ) -> Job:
-        """Validate, fill in, bind and queue a job. With an idempotency key, the same key and
+        """Validate, fill in, bind and queue a job; or answer it from the result cache; or
+        join an identical job already running. With an idempotency key, the same key and
         fingerprint (a hash of the request) return the job made the first time; the same
-        key with another fingerprint is a conflict."""
+        key with another fingerprint is a conflict. Idempotency keys are per owner.
+
+        ``images`` maps each image parameter given to its checked image, whose gateway-made
+        name is the parameter's value; the bytes are kept under DATA_DIR/inputs/<job id>/."""
+        job = self.prepare(
+            template_name, raw_params, webhook_url=webhook_url, owner=owner, images=images
+        )
+        if idempotency_key is not None:
+            # Scoped to the owner: another key's Idempotency-Key never finds this job.
+            claim = idempotency_key if owner is None else f"{owner}:{idempotency_key}"
+            bound_id, bound_fingerprint = self.store.claim_key(claim, fingerprint, job.id)
+            if bound_id != job.id:
+                if bound_fingerprint != fingerprint:
+                    raise Conflict(
+                        "this Idempotency-Key was used with a different request",
+                        {"idempotency_key": idempotency_key},
+                    )
+                return self.get(bound_id)
+        for checked in (images or {}).values():
+            self.inputs.save(job.id, checked.filename(), [checked.data])
+        result = self.enqueue(job, cache=cache)
+        if job.inputs and (result.id != job.id or result.status.terminal):
+            self.inputs.delete_job(job.id)  # answered by the cache or a twin: never uploaded
+        return result
+
+    def prepare(
+        self,
+        template_name: str,
+        raw_params: dict[str, Any],
+        *,
+        webhook_url: str | None = None,
+        owner: str | None = None,
+        images: Mapping[str, CheckedImage] | None = None,
+    ) -> Job:
+        """Everything that can refuse a request, before anything is stored or sent."""
         template = self.templates.get(template_name)
         given = validate_params(template, raw_params)
+        names = _image_names(template, given, images or {})
         if not self.pool.any_healthy():
             raise BackendUnavailable("no ComfyUI backend is available right now")
         values = resolve_params(template, given, self.pool.model_choices())
+        self.options.limits.check(values)
         self._check_models(template, given)
         job_id = uuid.uuid4().hex
         job = Job(
@@ -164,27 +239,125 @@ class JobService:
             params=values,
             graph=bind(template, values, f"comfygate_{job_id}"),
             webhook_url=webhook_url,
+            owner=owner,
+            inputs=names,
+        )
+        runnable, reason = self.pool.check(requirements(job.graph))
+        if not runnable:
+            raise BackendUnavailable(reason)
+        seed = template.seed_parameter
+        drawn = seed is not None and seed not in given and template.parameters[seed].default is None
+        if not drawn:  # the result is fully determined by the request
+            job.cache_key = cache_key(template.digest, values)
+        job.deadline_at = job.created_at + self.options.job_deadline_s
+        return job
+
+    def enqueue(self, job: Job, *, cache: bool = True) -> Job:
+        if job.cache_key is not None and cache and self.cache is not None:
+            hit = self.cache.get(job.cache_key)
+            self.metrics.cache.labels("hit" if hit else "miss").inc()
+            if hit is not None:
+                return self._answer_from_cache(job, hit)
+        with self._lock:
+            # Coalesce: an identical job in flight answers this one too. Looking and
+            # registering under one lock, so two identical requests cannot both miss.
+            if job.cache_key is not None and cache and self.cache is not None:
+                twin = self._live.get(self._by_key.get(job.cache_key, ""))
+                if (
+                    twin is not None
+                    and twin.webhook_url == job.webhook_url
+                    and twin.owner == job.owner
+                ):
+                    log.info("coalesced", extra={"job_id": twin.id})
+                    return twin
+            self.store.insert(job)
+            self._live[job.id] = job
+            if job.cache_key is not None and cache:
+                self._by_key[job.cache_key] = job.id
+        log.info("job created", extra={"job_id": job.id, "template": job.template})
+        self.events.publish(job.id, "status", job.public())
+        self._wake.set()
+        return job
+
+    def _answer_from_cache(self, job: Job, hit: CacheHit) -> Job:
+        for output in hit.outputs:
+            self.storage.adopt(job.id, output.filename, hit.directory / output.filename)
+        job.outputs = list(hit.outputs)
+        job.cached = True
+        job.started_at = job.created_at
+        job.move_to(JobStatus.SUCCEEDED)
+        self.store.insert(job)
+        self.metrics.jobs_finished.labels(JobStatus.SUCCEEDED.value).inc()
+        log.info("answered from the cache", extra={"job_id": job.id})
+        if job.webhook_url and self.webhooks is not None:
+            job.webhook = {"delivered": False, "attempts": 0, "last_error": None}
+            self.store.update(job)
+            self.webhooks.send(job.id, job.webhook_url, job.public())
+        return job
+
+    def create_batch(
+        self, template_name: str, items: list[dict[str, Any]], *, cache: bool = True
+    ) -> tuple[str, list[Job]]:
+        """Validate every item before any runs (a bad one: 400 naming its index), then queue
+        them as separate jobs, which spread over the backends like any others."""
+        prepared: list[Job] = []
+        for index, item in enumerate(items):
+            try:
+                prepared.append(self.prepare(template_name, item))
+            except ValidationFailed as exc:
+                raise ValidationFailed(
+                    f"item {index}: {exc.message}", {**exc.details, "index": index}
+                ) from None
+        batch_id = uuid.uuid4().hex
+        for index, job in enumerate(prepared):
+            job.batch_id, job.batch_index = batch_id, index
+        self.store.insert_batch(
+            batch_id,
+            {
+                "id": batch_id,
+                "template": template_name,
+                "created_at": now(),
+                "jobs": [j.id for j in prepared],
+            },
+        )
+        jobs = [self.enqueue(job, cache=cache) for job in prepared]
+        if any(j.id != p.id for j, p in zip(jobs, prepared, strict=True)):
+            # A cache hit or a coalesced twin answered an item: record the job that did.
+            self.store.insert_batch_jobs(batch_id, [j.id for j in jobs])
+        return batch_id, jobs
+
+    def create_raw(
+        self,
+        workflow: dict[str, dict[str, Any]],
+        allowed: frozenset[str],
+        *,
+        owner: str | None = None,
+        images: Sequence[CheckedImage] = (),
+    ) -> Job:
+        """Queue a raw API-format graph (``templates.raw``: shape checked by the caller)
+        as a job of template ``workflow``: node types on ``allowed``, LoadImage only of the
+        given images, the cost limits, the job's own filename_prefix. Never cached."""
+        raw.check_nodes(workflow, allowed)
+        raw.check_images(workflow, {i.filename() for i in images})
+        self.options.limits.check_graph(workflow)
+        if not self.pool.any_healthy():
+            raise BackendUnavailable("no ComfyUI backend is available right now")
+        job_id = uuid.uuid4().hex
+        job = Job(
+            id=job_id,
+            template=raw.RAW_TEMPLATE,
+            params={},
+            graph=apply_output_prefix(copy.deepcopy(workflow), f"comfygate_{job_id}"),
+            owner=owner,
+            inputs=sorted({i.filename() for i in images}),
         )
         runnable, reason = self.pool.check(requirements(job.graph))
         if not runnable:
             raise BackendUnavailable(reason)
         job.deadline_at = job.created_at + self.options.job_deadline_s
-        if idempotency_key is not None:
-            bound_id, bound_fingerprint = self.store.claim_key(idempotency_key, fingerprint, job.id)
-            if bound_id != job.id:
-                if bound_fingerprint != fingerprint:
-                    raise Conflict(
-                        "this Idempotency-Key was used with a different request",
-                        {"idempotency_key": idempotency_key},
-                    )
-                return self.get(bound_id)
-        self.store.insert(job)
-        with self._lock:
-            self._live[job.id] = job
-        log.info("job created", extra={"job_id": job.id, "template": job.template})
-        self.events.publish(job.id, "status", job.public())
-        self._wake.set()
-        return job
+        for checked in images:
+            self.inputs.save(job.id, checked.filename(), [checked.data])
+        return self.enqueue(job, cache=False)
 
     def _check_models(self, template: Template, given: dict[str, Any]) -> None:
         """A model a request names must exist on some backend: a 400 naming the field is
@@ -204,18 +377,19 @@ class JobService:
                     field=name,
                 )
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str, owner: str | None = None) -> Job:
+        """The job; with ``owner``, only if that owner made it (another's is a 404 too)."""
         with self._lock:
             job = self._live.get(job_id)
         job = job or self.store.get(job_id)
-        if job is None:
+        if job is None or (owner is not None and job.owner != owner):
             raise NotFound(f"no job with id '{job_id}'", {"job_id": job_id})
         return job
 
     def page(
-        self, status: JobStatus | None, limit: int, cursor: int | None
+        self, status: JobStatus | None, limit: int, cursor: int | None, owner: str | None = None
     ) -> tuple[list[Job], int | None]:
-        jobs, next_cursor = self.store.page(status, limit, cursor)
+        jobs, next_cursor = self.store.page(status, limit, cursor, owner=owner)
         with self._lock:  # the live copy has the freshest progress
             return [self._live.get(j.id, j) for j in jobs], next_cursor
 
@@ -236,9 +410,11 @@ class JobService:
                     job = self.get(job_id)
             return job
 
-    def cancel(self, job_id: str, error: dict[str, Any] | None = None) -> Job:
+    def cancel(
+        self, job_id: str, error: dict[str, Any] | None = None, owner: str | None = None
+    ) -> Job:
         with self._lock:
-            job = self.get(job_id)
+            job = self.get(job_id, owner)
             if job.status.terminal:
                 raise Conflict(
                     f"job '{job_id}' has already ended ({job.status.value})",
@@ -306,8 +482,24 @@ class JobService:
                 self._by_prompt[job.prompt_id] = job.id
             self._workers.submit(self._submit, job, backend, job.prompt_id)
 
+    def _upload_inputs(self, job: Job, backend: Backend) -> None:
+        """Put the job's input images on the backend (again on every submission: another
+        backend, or a restarted one, has not seen them)."""
+        for name in job.inputs:
+            path = self.inputs.open_path(job.id, name)
+            if path is None:
+                raise GenerationFailed(
+                    "an input image of the job is no longer kept", {"input": name}
+                )
+            stored = backend.client.upload_image(name, path.read_bytes(), content_type(name))
+            if stored != name:
+                raise BackendUnavailable("ComfyUI stored the input image under another name")
+
     def _submit(self, job: Job, backend: Backend, prompt_id: str) -> None:
+        sent = False
         try:
+            self._upload_inputs(job, backend)
+            sent = True
             backend.client.submit(job.graph, prompt_id)
             log.info("submitted", extra={"job_id": job.id, "backend": backend.name})
         except GenerationFailed as exc:
@@ -324,6 +516,13 @@ class JobService:
                     self.store.update(job)
                     self.pool.release(backend.name)
         except BackendUnavailable as exc:
+            if not sent:
+                # An input upload failed: the prompt itself was not sent. Again, counted.
+                log.warning("input upload failed: %s", exc, extra={"job_id": job.id})
+                with self._lock:
+                    if job.prompt_id == prompt_id and not job.status.terminal:
+                        self._requeue(job, f"uploading an input image failed: {exc.message}")
+                return
             # It may have reached ComfyUI: never send again blindly; ask /queue and /history.
             log.warning("submission uncertain: %s", exc, extra={"job_id": job.id})
             self._workers.submit(self._reconcile_job, job.id)
@@ -492,6 +691,7 @@ class JobService:
         while ids := self.store.finished_before(now() - self.options.retention_s):
             for job_id in ids:
                 self.storage.delete_job(job_id)
+                self.inputs.delete_job(job_id)
                 self.store.delete(job_id)
                 count += 1
         if count:
@@ -525,6 +725,10 @@ class JobService:
             if entry.status == "success" and entry.completed:
                 executed_at = now()
                 outputs = self._store_outputs(job, backend, entry)
+                if job.cache_key is not None and self.cache is not None:
+                    # Before the job is done: a caller who asks again right after its answer
+                    # must find it in the cache.
+                    self.cache.put(job.cache_key, outputs, self.storage.job_dir(job.id))
                 with self._lock:
                     self._finish(job, JobStatus.SUCCEEDED, outputs=outputs)
                 self._observe_timings(job, executed_at)
@@ -640,6 +844,8 @@ class JobService:
         self._exec_errors.pop(job.id, None)
         self._progress_written.pop(job.id, None)
         self._checked.pop(job.id, None)
+        if job.cache_key is not None and self._by_key.get(job.cache_key) == job.id:
+            del self._by_key[job.cache_key]
         if job.prompt_id:
             self._by_prompt.pop(job.prompt_id, None)
         if release and was_on_backend:

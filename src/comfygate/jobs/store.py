@@ -10,7 +10,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from comfygate.jobs.model import Job, JobStatus
 
@@ -20,12 +20,19 @@ class JobStore(Protocol):
     def update(self, job: Job) -> None: ...
     def get(self, job_id: str) -> Job | None: ...
     def page(
-        self, status: JobStatus | None = None, limit: int = 50, before: int | None = None
+        self,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        before: int | None = None,
+        owner: str | None = None,
     ) -> tuple[list[Job], int | None]: ...
     def unfinished(self) -> list[Job]: ...
     def delete(self, job_id: str) -> None: ...
     def finished_before(self, timestamp: float, limit: int = 500) -> list[str]: ...
     def claim_key(self, key: str, fingerprint: str, job_id: str) -> tuple[str, str]: ...
+    def insert_batch(self, batch_id: str, data: dict[str, Any]) -> None: ...
+    def get_batch(self, batch_id: str) -> dict[str, Any] | None: ...
+    def insert_batch_jobs(self, batch_id: str, job_ids: list[str]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -39,6 +46,11 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    data TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL,
@@ -82,11 +94,19 @@ class SQLiteJobStore:
         return Job.from_record(json.loads(row[0])) if row else None
 
     def page(
-        self, status: JobStatus | None = None, limit: int = 50, before: int | None = None
+        self,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        before: int | None = None,
+        owner: str | None = None,
     ) -> tuple[list[Job], int | None]:
-        """Newest first; returns the page and the cursor for the next one (None at the end)."""
+        """Newest first; returns the page and the cursor for the next one (None at the end).
+        With ``owner``, only the jobs of that owner."""
         sql = "SELECT seq, data FROM jobs WHERE 1=1"
         args: list[object] = []
+        if owner is not None:
+            sql += " AND json_extract(data, '$.owner') = ?"
+            args.append(owner)
         if status is not None:
             sql += " AND status = ?"
             args.append(status.value)
@@ -121,6 +141,28 @@ class SQLiteJobStore:
                 (timestamp, limit),
             ).fetchall()
         return [r[0] for r in rows]
+
+    def insert_batch(self, batch_id: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO batches (id, data) VALUES (?, ?)", (batch_id, json.dumps(data))
+            )
+
+    def insert_batch_jobs(self, batch_id: str, job_ids: list[str]) -> None:
+        batch = self.get_batch(batch_id)
+        if batch is not None:
+            batch["jobs"] = job_ids
+            with self._lock:
+                self._conn.execute(
+                    "UPDATE batches SET data = ? WHERE id = ?", (json.dumps(batch), batch_id)
+                )
+
+    def get_batch(self, batch_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT data FROM batches WHERE id = ?", (batch_id,)
+            ).fetchone()
+        return dict(json.loads(row[0])) if row else None
 
     def claim_key(self, key: str, fingerprint: str, job_id: str) -> tuple[str, str]:
         """Bind an Idempotency-Key to a job unless it is bound already; atomically returns

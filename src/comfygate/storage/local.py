@@ -87,6 +87,23 @@ class LocalStorage:
             return None
         return path
 
+    def job_dir(self, job_id: str) -> Path:
+        path = self._path(job_id)
+        if path is None:
+            raise ValueError("invalid job id")
+        return path
+
+    def adopt(self, job_id: str, name: str, source: Path) -> None:
+        """Give a job a file that already exists (a cached output): a hard link, no copy."""
+        path = self._path(job_id, name)
+        if path is None:
+            raise ValueError("invalid output name")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, path)
+        except OSError:
+            shutil.copyfile(source, path)
+
     def delete_job(self, job_id: str) -> None:
         path = self._path(job_id)
         if path is not None and path.is_dir():

@@ -77,8 +77,14 @@ def bind(template: Template, values: dict[str, Any], output_prefix: str) -> dict
     for name, value in values.items():
         for target in template.parameters[name].parsed_targets:
             graph[target.node]["inputs"][target.input] = value
+    return apply_output_prefix(graph, output_prefix)
+
+
+def apply_output_prefix(graph: dict[str, Any], output_prefix: str) -> dict[str, Any]:
+    """Replace every node's ``filename_prefix`` with ``output_prefix`` (in place): a job's
+    files are its own, and no prefix can reach outside ComfyUI's output folder."""
     for node in graph.values():
-        inputs = node.get("inputs")
+        inputs = node.get("inputs") if isinstance(node, dict) else None
         if isinstance(inputs, dict) and OUTPUT_PREFIX_INPUT in inputs:
             inputs[OUTPUT_PREFIX_INPUT] = output_prefix
     return graph

@@ -22,6 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF  # ComfyUI's KSampler accepts seeds up to 2**64 - 1
 
+# The JSON Schema of an image parameter's value, beside "type": "string".
+IMAGE_SCHEMA_EXTRA: dict[str, Any] = {
+    "anyOf": [{"format": "data-uri"}, {"format": "uri"}],
+    "x-image": True,
+    "examples": ["data:image/png;base64,iVBORw0KGgo...", "https://example.com/cat.png"],
+}
+
 # Keys of a generate/job body that are not template parameters.
 RESERVED_KEYS = frozenset({"template", "timeout_s", "cache", "webhook_url"})
 
@@ -47,7 +54,10 @@ class Target(BaseModel):
 class Parameter(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Literal["string", "integer", "number", "boolean"]
+    # "image": an input image (LoadImage's file), given as a multipart file, a data: URI or
+    # an https URL; checked by the gateway, stored under a name it makes, uploaded to the
+    # backend before the job runs. The value bound into the graph is that name.
+    type: Literal["string", "integer", "number", "boolean", "image"]
     description: str = ""
     required: bool = False
     default: Any = None
@@ -80,6 +90,8 @@ class Parameter(BaseModel):
                 ]
             case "boolean":
                 base = StrictBool
+            case "image":
+                base = Annotated[str, Field(strict=True, json_schema_extra=IMAGE_SCHEMA_EXTRA)]
         if self.enum is not None:
             base = Literal[tuple(self.enum)]
         return base

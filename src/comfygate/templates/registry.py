@@ -58,6 +58,10 @@ def parse_template(data: Any, source: str) -> Template:
                     f"{source}: parameter {name!r} targets input {target.input!r} of node "
                     f"{target.node!r} ({target_node['class_type']}), which has no such input"
                 )
+        if param.type == "image" and (param.default is not None or param.enum is not None):
+            # A default or a choice would be a file name on ComfyUI: only images the gateway
+            # checked and named are ever bound.
+            raise TemplateError(f"{source}: image parameter {name!r} cannot have a default")
         if param.required and param.default is not None:
             raise TemplateError(f"{source}: parameter {name!r} is required and has a default")
         if param.default is not None:

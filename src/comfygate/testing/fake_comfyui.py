@@ -489,7 +489,54 @@ _VAE_ENCODE_INFO: dict[str, Any] = {
     "output_node": False,
 }
 
-NODE_TYPES: tuple[str, ...] = (*_RECORDED_NODE_INFO, "VAEEncode")
+# Not in the recordings either, copied from a real 0.3.75's /object_info: what the built-in
+# img2img template needs besides the recorded nodes.
+_IMAGE_SCALE_INFO: dict[str, Any] = {
+    "input": {
+        "required": {
+            "image": ["IMAGE"],
+            "upscale_method": [["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]],
+            "width": ["INT", {"default": 512, "min": 0, "max": 16384, "step": 1}],
+            "height": ["INT", {"default": 512, "min": 0, "max": 16384, "step": 1}],
+            "crop": [["disabled", "center"]],
+        }
+    },
+    "input_order": {"required": ["image", "upscale_method", "width", "height", "crop"]},
+    "output": ["IMAGE"],
+    "output_is_list": [False],
+    "output_name": ["IMAGE"],
+    "name": "ImageScale",
+    "display_name": "Upscale Image",
+    "description": "",
+    "python_module": "nodes",
+    "category": "image/upscaling",
+    "output_node": False,
+}
+_REPEAT_LATENT_BATCH_INFO: dict[str, Any] = {
+    "input": {
+        "required": {
+            "samples": ["LATENT"],
+            "amount": ["INT", {"default": 1, "min": 1, "max": 64}],
+        }
+    },
+    "input_order": {"required": ["samples", "amount"]},
+    "output": ["LATENT"],
+    "output_is_list": [False],
+    "output_name": ["LATENT"],
+    "name": "RepeatLatentBatch",
+    "display_name": "Repeat Latent Batch",
+    "description": "",
+    "python_module": "nodes",
+    "category": "latent/batch",
+    "output_node": False,
+}
+
+NODE_TYPES: tuple[str, ...] = (
+    *_RECORDED_NODE_INFO,
+    "VAEEncode",
+    "ImageScale",
+    "RepeatLatentBatch",
+)
 
 _IMAGE_EXTENSIONS_CACHE: dict[str, str] = {}
 
@@ -509,6 +556,8 @@ def _node_definitions(checkpoints: Sequence[str], input_images: Sequence[str]) -
     """The /object_info answer: recorded entries, with the combo lists of this fake."""
     defs: dict[str, Any] = copy.deepcopy(_RECORDED_NODE_INFO)
     defs["VAEEncode"] = copy.deepcopy(_VAE_ENCODE_INFO)
+    defs["ImageScale"] = copy.deepcopy(_IMAGE_SCALE_INFO)
+    defs["RepeatLatentBatch"] = copy.deepcopy(_REPEAT_LATENT_BATCH_INFO)
     defs["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] = list(checkpoints)
     defs["LoadImage"]["input"]["required"]["image"][0] = sorted(input_images)
     return defs
@@ -517,6 +566,28 @@ def _node_definitions(checkpoints: Sequence[str], input_images: Sequence[str]) -
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _scale(frame: Image.Image, inputs: dict[str, Any]) -> Image.Image:
+    """ComfyUI's ImageScale: 0 keeps a side (or follows the other's ratio); ``center`` crops
+    to the target's aspect ratio first."""
+    width, height = int(inputs["width"]), int(inputs["height"])
+    old_w, old_h = frame.size
+    if width == 0 and height == 0:
+        return frame
+    if width == 0:
+        width = max(1, round(old_w * height / old_h))
+    elif height == 0:
+        height = max(1, round(old_h * width / old_w))
+    if inputs.get("crop") == "center":
+        old_aspect, new_aspect = old_w / old_h, width / height
+        x = y = 0
+        if old_aspect > new_aspect:
+            x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
+        elif old_aspect < new_aspect:
+            y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
+        frame = frame.crop((x, y, old_w - x, old_h - y))
+    return frame.resize((width, height))
 
 
 def _now_ms() -> int:
@@ -1391,6 +1462,8 @@ _FUNCTIONS = {
     "VAEDecode": "decode",
     "VAEEncode": "encode",
     "CheckpointLoaderSimple": "load_checkpoint",
+    "ImageScale": "upscale",
+    "RepeatLatentBatch": "repeat",
 }
 
 
@@ -1771,6 +1844,14 @@ class _PromptRun:
             _expect(inputs["vae"], _Vae, "encode")
             width, height = pixels.frames[0].size
             return (_Latent(width // 8, height // 8, len(pixels.frames)),), None
+        if class_type == "ImageScale":
+            images = _expect(inputs["image"], _Images, "movedim")
+            return (_Images([_scale(f, inputs) for f in images.frames]),), None
+        if class_type == "RepeatLatentBatch":
+            samples = _expect(inputs["samples"], _Latent, "get")
+            amount = int(inputs["amount"])
+            repeated = _Latent(samples.width, samples.height, samples.batch * amount, samples.seed)
+            return (repeated,), None
         raise NotImplementedError(class_type)
 
     def _save_images(

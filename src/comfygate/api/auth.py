@@ -1,0 +1,91 @@
+"""Authentication: with API keys configured, every route but the public ones needs one.
+
+A key is accepted in ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` only (never in
+the query string, which ends up in logs and browser history). No key or a wrong one: 401
+``unauthorized`` with ``WWW-Authenticate: Bearer``. A key without the ``admin`` scope on an
+operations route: 403 ``forbidden``. Public routes: /healthz and /readyz (for load balancers
+and orchestrators), /openapi.json, /docs and its files, the playground at / and /web/* (static
+files that hold no data; the playground asks for a key itself). CORS preflights (OPTIONS) pass:
+browsers never send credentials on them.
+
+The caller is ``g.principal`` (``keys.Principal``): the owner recorded on the jobs it makes,
+and the owner it may see (``visible_owner``: None for admin keys and when keys are off).
+"""
+
+from __future__ import annotations
+
+from flask import Flask, current_app, g, request
+
+from comfygate.errors import Forbidden, Unauthorized
+from comfygate.keys import OPEN, KeyRing, Principal
+
+EXTENSION = "comfygate.keys"
+
+PUBLIC_ENDPOINTS = frozenset(
+    {
+        "ops.healthz",
+        "ops.readyz",
+        "openapi.openapi_json",
+        "openapi.docs",
+        "openapi.docs_asset",
+        "web.playground",
+        "web.asset",
+    }
+)
+# Operations routes: they show the deployment (backends, load, node lists), not one's jobs.
+ADMIN_ENDPOINTS = frozenset({"ops.backends", "ops.metrics", "templates.check_templates"})
+
+
+def init_app(app: Flask, keys: KeyRing) -> None:
+    app.extensions[EXTENSION] = keys
+    app.before_request(authenticate)
+
+
+def keys_enabled() -> bool:
+    return bool(current_app.extensions[EXTENSION])
+
+
+def presented_key() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    api_key = request.headers.get("X-API-Key", "").strip()
+    return api_key or None
+
+
+def authenticate() -> None:
+    keys: KeyRing = current_app.extensions[EXTENSION]
+    if not keys:
+        g.principal = OPEN
+        return
+    if request.method == "OPTIONS" or request.endpoint in PUBLIC_ENDPOINTS:
+        g.principal = None
+        return
+    token = presented_key()
+    principal = keys.identify(token) if token is not None else None
+    if principal is None:
+        raise Unauthorized(
+            "an API key is required: send it as 'Authorization: Bearer <key>' or 'X-API-Key'"
+            if token is None
+            else "the API key is not valid"
+        )
+    g.principal = principal
+    if request.endpoint in ADMIN_ENDPOINTS and not principal.admin:
+        raise Forbidden("this route needs an API key with the 'admin' scope")
+
+
+def principal() -> Principal:
+    """The caller (OPEN when keys are off; a public route's caller counts as no one)."""
+    found: Principal | None = g.get("principal")
+    return found if found is not None else Principal("-", frozenset())
+
+
+def creating_owner() -> str | None:
+    """The owner to record on what this request makes (None when keys are off)."""
+    return principal().owner
+
+
+def visible_owner() -> str | None:
+    """Whose jobs this caller may see: None means everyone's (admin key, or keys off)."""
+    return principal().sees
