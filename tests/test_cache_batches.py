@@ -283,3 +283,23 @@ def test_async_jobs_share_the_cache(client: FlaskClient, fake: FakeComfyUI) -> N
     assert second["cached"] is True
     assert second["outputs"][0]["size"] == first["outputs"][0]["size"]
     assert len(fake.submissions) == 1
+
+
+def test_a_batch_belongs_to_the_key_that_made_it(fake: FakeComfyUI, make_app: MakeApp) -> None:
+    client = make_app([fake.url], api_keys="key-a,key-b").test_client()
+    a = {"Authorization": "Bearer key-a"}
+    b = {"X-API-Key": "key-b"}
+    created = body(client.post("/v1/batches", json={"template": "solid", "items": [{}]}, headers=a))
+    for method, suffix in (("get", ""), ("get", "/archive"), ("delete", "")):
+        other = getattr(client, method)(f"/v1/batches/{created['id']}{suffix}", headers=b)
+        assert other.status_code == 404, (method, suffix)
+    assert client.get(f"/v1/batches/{created['id']}", headers=a).status_code == 200
+    assert client.get(f"/v1/batches/{created['id']}").status_code == 401
+
+
+def test_generate_refuses_a_webhook(client: FlaskClient) -> None:
+    resp = client.post(
+        "/v1/generate", json={"template": "solid", "webhook_url": "https://example.com/hook"}
+    )
+    assert resp.status_code == 400
+    assert body(resp)["error"]["details"]["field"] == "webhook_url"

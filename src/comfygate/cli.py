@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import sys
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -132,23 +131,22 @@ def serve(
             f"comfygate: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", err=True
         )
         sys.exit(1)
-    stopping = threading.Event()
 
     def _graceful(signum: int, frame: FrameType | None) -> None:
-        if not stopping.is_set():
-            stopping.set()
-            log.info("signal %s: stopping", signal.Signals(signum).name)
-            server.close()
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        # waitress's run() ends its loop and stops its worker threads on SystemExit; closing
+        # the listening socket alone would leave the loop serving open connections.
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, _graceful)
     signal.signal(signal.SIGINT, _graceful)
     log.info("ComfyGate %s listening on http://%s:%s", __version__, settings.host, settings.port)
     try:
         server.run()
-    except (OSError, ValueError):
-        if not stopping.is_set():
-            raise
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        server.close()
         gateway.stop()
 
 

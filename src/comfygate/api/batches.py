@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from comfygate.api import auth
 from comfygate.api.body import json_object
 from comfygate.errors import Conflict, NotFound, ValidationFailed
 from comfygate.jobs.model import Job, JobStatus
@@ -56,7 +57,9 @@ def _items(body: dict[str, Any], limit: int) -> tuple[str, list[dict[str, Any]],
 def _batch(batch_id: str) -> tuple[dict[str, Any], list[Job]]:
     gateway = current_app.extensions["comfygate"]
     batch = gateway.store.get_batch(batch_id)
-    if batch is None:
+    sees = auth.visible_owner()
+    if batch is None or (sees is not None and batch.get("owner") != sees):
+        # Another key's batch is as unknown as a batch that does not exist.
         raise NotFound(f"no batch with id '{batch_id}'", {"batch_id": batch_id})
     jobs = []
     for job_id in batch["jobs"]:
@@ -82,7 +85,9 @@ def _public(batch: dict[str, Any], jobs: list[Job]) -> dict[str, Any]:
 def create() -> Response:
     gateway = current_app.extensions["comfygate"]
     template, items, cache = _items(json_object(), gateway.settings.max_batch_items)
-    batch_id, jobs = gateway.jobs.create_batch(template, items, cache=cache)
+    batch_id, jobs = gateway.jobs.create_batch(
+        template, items, cache=cache, owner=auth.creating_owner()
+    )
     resp = jsonify({"id": batch_id, "jobs": [j.id for j in jobs]})
     resp.status_code = 202
     resp.headers["Location"] = f"/v1/batches/{batch_id}"

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from comfygate.api import auth
 from comfygate.api.body import Body, read_body
 from comfygate.api.images import run_request_with_images
-from comfygate.errors import Conflict, Timeout, from_code
+from comfygate.errors import Conflict, Timeout, ValidationFailed, from_code
 from comfygate.jobs.model import Job, JobStatus
 
 bp = Blueprint("generate", __name__)
@@ -24,6 +24,11 @@ def generate_from(body: Body) -> Response:
     """The synchronous run of a body (also POST /v1/templates/{name}/generate's)."""
     gateway = current_app.extensions["comfygate"]
     req, images = run_request_with_images(body)
+    if req.webhook_url is not None:
+        raise ValidationFailed(
+            "'webhook_url' is for POST /v1/jobs; a synchronous request gets its answer directly",
+            field="webhook_url",
+        )
     limit = gateway.settings.request_timeout_s
     timeout = min(req.timeout_s, limit) if req.timeout_s else limit
     job = gateway.jobs.create(

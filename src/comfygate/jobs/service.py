@@ -133,6 +133,7 @@ class JobService:
         self._finalizing: set[str] = set()
         self._progress_written: dict[str, float] = {}
         self._checked: dict[str, float] = {}  # job id -> last reconciliation (monotonic)
+        self._submitting: set[str] = set()  # jobs whose POST /prompt has not answered yet
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="job-worker")
@@ -296,14 +297,19 @@ class JobService:
         return job
 
     def create_batch(
-        self, template_name: str, items: list[dict[str, Any]], *, cache: bool = True
+        self,
+        template_name: str,
+        items: list[dict[str, Any]],
+        *,
+        cache: bool = True,
+        owner: str | None = None,
     ) -> tuple[str, list[Job]]:
         """Validate every item before any runs (a bad one: 400 naming its index), then queue
         them as separate jobs, which spread over the backends like any others."""
         prepared: list[Job] = []
         for index, item in enumerate(items):
             try:
-                prepared.append(self.prepare(template_name, item))
+                prepared.append(self.prepare(template_name, item, owner=owner))
             except ValidationFailed as exc:
                 raise ValidationFailed(
                     f"item {index}: {exc.message}", {**exc.details, "index": index}
@@ -317,6 +323,7 @@ class JobService:
                 "id": batch_id,
                 "template": template_name,
                 "created_at": now(),
+                "owner": owner,
                 "jobs": [j.id for j in prepared],
             },
         )
@@ -480,6 +487,9 @@ class JobService:
                 job.submitted_at = now()
                 self.store.update(job)  # the prompt id is on record before the POST leaves
                 self._by_prompt[job.prompt_id] = job.id
+                # Until its POST has answered, "in neither /queue nor /history" does not mean
+                # ComfyUI lost it: reconciliation leaves it alone.
+                self._submitting.add(job.id)
             self._workers.submit(self._submit, job, backend, job.prompt_id)
 
     def _upload_inputs(self, job: Job, backend: Backend) -> None:
@@ -496,6 +506,18 @@ class JobService:
                 raise BackendUnavailable("ComfyUI stored the input image under another name")
 
     def _submit(self, job: Job, backend: Backend, prompt_id: str) -> None:
+        uncertain = False
+        try:
+            uncertain = self._send(job, backend, prompt_id)
+        finally:
+            with self._lock:
+                self._submitting.discard(job.id)
+        if uncertain:
+            # It may have reached ComfyUI: never send again blindly; ask /queue and /history.
+            self._reconcile_job(job.id)
+
+    def _send(self, job: Job, backend: Backend, prompt_id: str) -> bool:
+        """POST the job; True when it is unknown whether ComfyUI got it."""
         sent = False
         try:
             self._upload_inputs(job, backend)
@@ -522,10 +544,10 @@ class JobService:
                 with self._lock:
                     if job.prompt_id == prompt_id and not job.status.terminal:
                         self._requeue(job, f"uploading an input image failed: {exc.message}")
-                return
-            # It may have reached ComfyUI: never send again blindly; ask /queue and /history.
+                return False
             log.warning("submission uncertain: %s", exc, extra={"job_id": job.id})
-            self._workers.submit(self._reconcile_job, job.id)
+            return True
+        return False
 
     # --- events from ComfyUI --------------------------------------------------------------
 
@@ -610,7 +632,7 @@ class JobService:
     def _reconcile_job(self, job_id: str) -> None:
         with self._lock:
             job = self._live.get(job_id)
-            if job is None or not job.on_backend:
+            if job is None or not job.on_backend or job_id in self._submitting:
                 return
             backend = self.pool.get(job.backend)
             prompt_id = job.prompt_id

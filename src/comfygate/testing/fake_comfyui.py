@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import gc
 import hashlib
 import heapq
 import io
@@ -539,6 +540,22 @@ NODE_TYPES: tuple[str, ...] = (
 )
 
 _IMAGE_EXTENSIONS_CACHE: dict[str, str] = {}
+
+
+def _abort_transports(loop: asyncio.AbstractEventLoop) -> None:
+    """Close every socket transport the loop still has before the loop closes.
+
+    aiohttp gives no handle on a connection accepted during shutdown but never handed to a
+    handler, and closing a transport only schedules its socket's close on the loop: either
+    way a socket would outlive the fake and surface as a ResourceWarning in some later test.
+    Written by hand because asyncio keeps no registry of a loop's transports.
+    """
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.Transport) and getattr(obj, "_loop", None) is loop:
+            with contextlib.suppress(Exception):
+                obj.abort()
+    for _ in range(3):
+        loop.run_until_complete(asyncio.sleep(0))
 
 
 def _is_image_name(name: str) -> bool:
@@ -2770,6 +2787,7 @@ class FakeComfyUI:
                 task.cancel()
             if pending:
                 loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            _abort_transports(loop)
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
             asyncio.set_event_loop(None)
