@@ -195,6 +195,29 @@ def test_generate_shows_progress_then_the_image_with_its_seed(
     assert tab.blocked == []
 
 
+def test_an_image_parameter_takes_a_picked_file(tab: Tab, live: Live, tmp_path: Path) -> None:
+    picture = tmp_path / "input.png"
+    Image.new("RGB", (48, 40), (10, 200, 30)).save(picture)
+    page = open_playground(tab)
+    page.locator("#template").select_option("img2img")
+    fill(page, "prompt", "the same, in winter")
+    fill(page, "width", "64")
+    fill(page, "height", "64")
+    fill(page, "steps", "2")
+    page.get_by_label("image file").set_input_files(str(picture))
+    expect(page.get_by_alt_text("image preview")).to_be_visible()
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    card = page.locator("#gallery .card").first
+    expect(card.locator("img")).to_have_attribute("src", re.compile(r"^/v1/outputs/"))
+    [submission] = live.fake.submissions
+    name = submission["prompt"]["1"]["inputs"]["image"]
+    assert name.startswith("cg-")
+    assert live.fake.file(name, folder_type="input") is not None  # uploaded before the job ran
+    assert tab.console_errors == []
+    assert tab.blocked == []
+
+
 def test_errors_are_shown_readably(tab: Tab, live: Live) -> None:
     page = open_playground(tab)
     error = page.locator("#error")

@@ -154,7 +154,7 @@ function effective(schema) {
     inner = schema.anyOf.find((s) => s.type !== "null") || {};
   }
   const merged = { ...inner };
-  for (const key of ["default", "description", "title", "x-seed", "x-model-folder"]) {
+  for (const key of ["default", "description", "title", "x-seed", "x-model-folder", "x-image"]) {
     if (schema[key] !== undefined) merged[key] = schema[key];
   }
   if (merged.const !== undefined && !merged.enum) merged.enum = [merged.const];
@@ -274,6 +274,49 @@ function buildField(name, raw, required) {
       row.classList.add("with-slider");
     }
     wrapper.append(row);
+  } else if (schema["x-image"]) {
+    // An image parameter: pick a file (sent as a data: URI) or paste an https URL.
+    input = el("input", {
+      id,
+      name,
+      type: "text",
+      spellcheck: "false",
+      placeholder: "https://… or pick a file",
+    });
+    const picker = el("input", {
+      type: "file",
+      accept: "image/png,image/jpeg,image/webp",
+      "aria-label": `${name} file`,
+    });
+    const preview = el("img", { class: "image-preview", alt: `${name} preview`, hidden: true });
+    let dataUri;
+    picker.addEventListener("change", () => {
+      const file = picker.files && picker.files[0];
+      dataUri = undefined;
+      preview.hidden = true;
+      if (!file) return;
+      const reader = new FileReader();
+      reader.addEventListener("load", () => {
+        dataUri = String(reader.result);
+        preview.src = dataUri;
+        preview.hidden = false;
+        input.value = "";
+      });
+      reader.readAsDataURL(file);
+    });
+    input.addEventListener("input", () => {
+      dataUri = undefined;
+      picker.value = "";
+      preview.hidden = true;
+    });
+    read = () => dataUri ?? (input.value === "" ? undefined : input.value);
+    write = (value) => {
+      dataUri = undefined;
+      picker.value = "";
+      preview.hidden = true;
+      input.value = value === undefined || value === null ? "" : String(value);
+    };
+    wrapper.append(el("div", { class: "image-row" }, picker, input), preview);
   } else {
     const long = name.includes("prompt") || !schema.maxLength || schema.maxLength > 255;
     input = long
