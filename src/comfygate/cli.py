@@ -122,6 +122,11 @@ def serve(
             host=settings.host,
             port=settings.port,
             threads=settings.threads,
+            # Measured in docs/BENCHMARKS.md: waitress's default limit of 100 connections left
+            # the rest unseen in the backlog, and select() cannot watch descriptors past 1023.
+            connection_limit=settings.threads + 100,
+            asyncore_use_poll=True,
+            backlog=2048,
             ident="comfygate",
             channel_timeout=max(120, int(settings.request_timeout_s) + 30),
         )

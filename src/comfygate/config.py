@@ -54,7 +54,9 @@ class Settings(BaseModel):
     # Where the gateway listens. 8288, never ComfyUI's 8188.
     host: str = "127.0.0.1"
     port: int = Field(8288, ge=1, le=65535)
-    threads: int = Field(64, ge=1, le=10_000, description="WSGI worker threads")
+    # Every waiting request and event stream holds a thread: 1,024 held 1,000 waiting clients
+    # at about 15 MiB idle, where 64 made even /healthz wait (docs/BENCHMARKS.md).
+    threads: int = Field(1024, ge=1, le=10_000, description="WSGI worker threads")
 
     data_dir: Path = Field(Path("./comfygate-data"), description="database, outputs, cache")
     templates_dir: Path | None = Field(None, description="extra templates")

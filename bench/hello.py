@@ -1,0 +1,53 @@
+"""The ceiling: a bare Flask app answering ``hello`` on the same WSGI server as the gateway
+(waitress, same thread count and adjustments as ``comfygate serve``).
+
+    .venv/bin/python -m bench.hello --port 8299 --threads 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+from types import FrameType
+from typing import Any
+
+from flask import Flask
+from waitress.server import create_server
+
+from bench.serve import _value
+
+
+def make_app() -> Flask:
+    app = Flask("hello")
+
+    @app.get("/")
+    def hello() -> str:
+        return "hello"
+
+    return app
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--threads", type=int, default=64)
+    p.add_argument("--waitress", action="append", default=[], metavar="NAME=VALUE")
+    args = p.parse_args()
+    adjustments: dict[str, Any] = {"threads": args.threads, "channel_timeout": 330}
+    for item in args.waitress:
+        name, _, value = item.partition("=")
+        adjustments[name.strip()] = _value(value.strip())
+    server = create_server(make_app(), host="127.0.0.1", port=args.port, **adjustments)
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        server.close()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    with contextlib.suppress(OSError, ValueError):  # closed by the signal
+        server.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The benchmark suite must not rot: each benchmark runs in --quick mode (tiny sizes, fake
+ComfyUI only, no real ComfyUI, no peer) and must write its Markdown table, its PNG plot and
+its JSON figures. Nothing here asserts a time: the figures are for docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ["overhead", "completion", "repetition", "load", "concurrency", "scaling", "growth"]
+REAL_PARTS = {"overhead", "completion", "repetition"}  # have --no-real / --no-peer
+
+pytest.importorskip("matplotlib", reason="the bench extra (matplotlib) is not installed")
+
+
+def run_quick(name: str, out: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", f"bench.{name}", "--quick", "--out", str(out)]
+    if name in REAL_PARTS:
+        cmd += ["--no-real", "--no-peer"]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_quick_mode_writes_its_table_and_plot(name: str, tmp_path: Path) -> None:
+    proc = run_quick(name, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = (tmp_path / f"{name}.md").read_text()
+    assert "|---|" in report  # a Markdown table
+    assert "- machine:" in report
+    assert "- command:" in report
+    assert f"]({name}.png)" in report  # the plot, linked
+    png = tmp_path / f"{name}.png"
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    record = json.loads((tmp_path / f"{name}.json").read_text())
+    assert record["quick"] is True
+    assert record["data"]
+
+
+def test_run_all_quick_lists_every_benchmark(tmp_path: Path) -> None:
+    """run_all in quick mode, on the cheapest benchmark only (the others run above)."""
+    cmd = [sys.executable, "-m", "bench.run_all", "--quick", "--only", "growth"]
+    proc = subprocess.run(
+        [*cmd, "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = (tmp_path / "run_all.md").read_text()
+    assert "| growth | ok |" in summary
+    assert (tmp_path / "growth.md").exists()
+
+
+def test_loadgen_parses_wrk_output() -> None:
+    from bench.loadgen import parse_wrk
+
+    sample = """Running 1s test @ http://127.0.0.1:8190/
+  1 threads and 1 connections
+  Latency Distribution
+     50%    1.21ms
+     75%    1.36ms
+     90%    1.46ms
+     99%  250.00us
+  818 requests in 1.00s, 858.74KB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:    816.76
+"""
+    result = parse_wrk(sample, 1, 1.0)
+    assert result.requests == 818
+    assert result.rps == pytest.approx(816.76)
+    assert result.p50_ms == pytest.approx(1.21)
+    assert result.p99_ms == pytest.approx(0.25)
+    assert result.errors == 3
+    assert result.non_2xx == 4
+
+
+def test_percentile_interpolates() -> None:
+    from bench.common import percentile
+
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
+    assert percentile([5.0], 99) == 5.0
+    assert percentile(list(map(float, range(101))), 99) == pytest.approx(99.0)
