@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 
 from comfygate.api import auth
-from comfygate.api.body import json_object
+from comfygate.api.body import bool_field, json_object
 from comfygate.errors import Conflict, NotFound, ValidationFailed
 from comfygate.jobs.model import Job, JobStatus
 from comfygate.templates import RESERVED_KEYS
@@ -26,9 +26,7 @@ def _items(body: dict[str, Any], limit: int) -> tuple[str, list[dict[str, Any]],
     template = body.get("template", settings.default_template)
     if not isinstance(template, str) or not template:
         raise ValidationFailed("'template' must be a template name", field="template")
-    cache = body.get("cache", True)
-    if not isinstance(cache, bool):
-        raise ValidationFailed("'cache' must be true or false", field="cache")
+    cache = bool_field(body, "cache", True)
     shared = {k: v for k, v in body.items() if k not in RESERVED_KEYS | {"items", "prompts"}}
     if ("items" in body) == ("prompts" in body):
         raise ValidationFailed(

@@ -184,8 +184,8 @@ def template_name(data: dict[str, Any]) -> str:
     return template
 
 
-def run_request(data: dict[str, Any]) -> RunRequest:
-    template = template_name(data)
+def timeout_field(data: dict[str, Any]) -> float | None:
+    """The reserved ``timeout_s``: absent, or a positive finite number of seconds."""
     timeout = data.get("timeout_s")
     if timeout is not None and (
         isinstance(timeout, bool)
@@ -194,11 +194,22 @@ def run_request(data: dict[str, Any]) -> RunRequest:
         or timeout <= 0
     ):
         raise ValidationFailed("'timeout_s' must be a positive number", field="timeout_s")
-    cache = data.get("cache", True)
-    if not isinstance(cache, bool):
-        raise ValidationFailed("'cache' must be true or false", field="cache")
+    return None if timeout is None else float(timeout)
+
+
+def bool_field(data: dict[str, Any], name: str, default: bool) -> bool:
+    value = data.get(name, default)
+    if not isinstance(value, bool):
+        raise ValidationFailed(f"'{name}' must be true or false", field=name)
+    return value
+
+
+def run_request(data: dict[str, Any]) -> RunRequest:
+    template = template_name(data)
+    timeout = timeout_field(data)
+    cache = bool_field(data, "cache", True)
     webhook = data.get("webhook_url")
     if webhook is not None and not isinstance(webhook, str):
         raise ValidationFailed("'webhook_url' must be a URL", field="webhook_url")
     params = {k: v for k, v in data.items() if k not in RESERVED_KEYS}
-    return RunRequest(template, params, None if timeout is None else float(timeout), cache, webhook)
+    return RunRequest(template, params, timeout, cache, webhook)

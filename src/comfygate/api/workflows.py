@@ -9,12 +9,10 @@ https URL) is fetched and checked like an image parameter, and it runs as a job 
 
 from __future__ import annotations
 
-import math
-
 from flask import Blueprint, Response, current_app, jsonify
 
 from comfygate.api import auth
-from comfygate.api.body import json_object
+from comfygate.api.body import bool_field, json_object, timeout_field
 from comfygate.api.generate import wait_and_answer
 from comfygate.api.images import image_bytes
 from comfygate.errors import Forbidden, ValidationFailed
@@ -46,17 +44,8 @@ def run() -> Response:
             raise ValidationFailed(
                 f"unknown key '{key[:64]}' (known: {', '.join(sorted(_KEYS))})", field=key[:64]
             )
-    timeout = data.get("timeout_s")
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
-        raise ValidationFailed("'timeout_s' must be a positive number", field="timeout_s")
-    wait = data.get("wait", True)
-    if not isinstance(wait, bool):
-        raise ValidationFailed("'wait' must be true or false", field="wait")
+    timeout = timeout_field(data)
+    wait = bool_field(data, "wait", True)
     graph = raw.check_shape(data.get("workflow"))
     allowed = raw.allowed_nodes(settings.raw_workflow_nodes)
     raw.check_nodes(graph, allowed)  # before fetching anything a refused graph names
@@ -84,4 +73,4 @@ def run() -> Response:
         resp.headers["Location"] = f"/v1/jobs/{job.id}"
         return resp
     limit = settings.request_timeout_s
-    return wait_and_answer(job, min(float(timeout), limit) if timeout else limit)
+    return wait_and_answer(job, min(timeout, limit) if timeout else limit)
