@@ -751,9 +751,11 @@ class Hello(_Managed):
         threads: int,
         waitress: Mapping[str, object] | None = None,
         server: str = "waitress",
+        static_file: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
+        self.static_file = static_file
         if server == "gunicorn":
             self.cmd = gunicorn_command("bench.hello:make_app()", self.port, threads)
         else:
@@ -762,7 +764,8 @@ class Hello(_Managed):
         self.log_file = work_dir / f"hello-{self.port}.log"
 
     def start(self, timeout_s: float = 30.0) -> Self:
-        self._spawn(self.cmd, clean_env(), self.log_file)
+        extra = {"HELLO_STATIC_FILE": str(self.static_file)} if self.static_file else None
+        self._spawn(self.cmd, clean_env(extra), self.log_file)
         try:
             wait_http(self.url + "/", timeout_s)
         except TimeoutError as exc:

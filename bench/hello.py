@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 from types import FrameType
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response, send_file
 from waitress.server import create_server
 
 from bench.serve import _value
@@ -24,6 +25,13 @@ def make_app() -> Flask:
     @app.get("/")
     def hello() -> str:
         return "hello"
+
+    static = os.environ.get("HELLO_STATIC_FILE")
+    if static:
+        # The baseline for cache hits: the same PNG as a plain static file, same server.
+        @app.get("/static.png")
+        def static_png() -> Response:
+            return send_file(static, mimetype="image/png", conditional=False)
 
     return app
 

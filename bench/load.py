@@ -23,6 +23,9 @@ HELLO = "bare Flask hello (ceiling)"
 HEALTHZ = "GET /healthz"
 JOB = "GET /v1/jobs/{id}"
 CACHE = "POST /v1/generate (cache hit)"
+STATIC = "GET the same PNG as a static file (ceiling for cache hits)"
+# A fake txt2img image of 184x184 noise pixels: an incompressible PNG of about 100 KB.
+CACHE_BODY = {"prompt": "a cat", "width": 184, "height": 184, "steps": 1, "seed": 5}
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,11 @@ class ServerConfig:
     server: str = "waitress"
 
 
-DEFAULT = ServerConfig("comfygate serve defaults (threads 64)", 64)
+DEFAULT = ServerConfig(
+    "comfygate serve defaults (threads 1024)",
+    1024,
+    {"connection_limit": 1124, "asyncore_use_poll": True, "backlog": 2048},
+)
 CONFIGS = [
     DEFAULT,
     ServerConfig("threads 16", 16),
@@ -54,13 +61,16 @@ def _finished_job(url: str) -> str:
     raise RuntimeError("the job for GET /v1/jobs/{id} did not finish")
 
 
-def _cache_body(url: str) -> tuple[bytes | None, str]:
-    """A generate body whose second run is a cache hit, or None and why there is none."""
-    body = SOLID.body(SOLID.params())
+def _cache_body(url: str, png: Path) -> tuple[bytes | None, str]:
+    """A generate body whose second run is a cache hit (its PNG saved to ``png``), or None
+    and why there is none."""
+    body = CACHE_BODY
     headers = {"Accept": "application/json"}
     first = requests.post(f"{url}/v1/generate", json=body, headers=headers, timeout=60).json()
     second = requests.post(f"{url}/v1/generate", json=body, headers=headers, timeout=60).json()
     if second.get("cached") is True:
+        image = requests.post(f"{url}/v1/generate", json=body, timeout=60)
+        png.write_bytes(image.content)
         return json.dumps(body).encode(), ""
     return None, (
         "this gateway has no result cache yet (no `cache` setting in config.py; an identical "
@@ -98,19 +108,24 @@ def main(argv: list[str] | None = None) -> Path:
                     waitress=config.waitress,
                     server=config.server,
                 ) as gw,
-                Hello(wd, config.threads, config.waitress, config.server) as hello,
+                Hello(
+                    wd, config.threads, config.waitress, config.server, wd / "static.png"
+                ) as hello,
             ):
                 gw.start()
-                hello.start()
                 targets: dict[str, tuple[str, bytes | None]] = {
-                    HELLO: (hello.url + "/", None),
                     HEALTHZ: (gw.url + "/healthz", None),
                     JOB: (gw.url + f"/v1/jobs/{_finished_job(gw.url)}", None),
                 }
                 if config is DEFAULT:
-                    body, cache_note = _cache_body(gw.url)
+                    body, cache_note = _cache_body(gw.url, wd / "static.png")
                     if body is not None:
                         targets[CACHE] = (gw.url + "/v1/generate", body)
+                        targets[STATIC] = (hello.url + "/static.png", None)
+                        size = (wd / "static.png").stat().st_size
+                        report.note(f"Cache hits and the static file: one PNG of {size:,} bytes.")
+                hello.start()
+                targets[HELLO] = (hello.url + "/", None)
                 report.note(f"Gateway command ({config.name}): `{gw.command}`.")
                 names = list(targets)
                 for i, level in enumerate(levels):
@@ -138,6 +153,18 @@ def main(argv: list[str] | None = None) -> Path:
         "routes, and the best run is shown (the one least disturbed by other work on the "
         "machine); server and load generator share the machine's cores."
     )
+    if any(r["target"] == STATIC for r in results):
+        ratios = []
+        for level in levels:
+            hit = _find(results, DEFAULT.name, CACHE, level)
+            static = _find(results, DEFAULT.name, STATIC, level)
+            if hit and static and static["rps"]:
+                ratios.append(
+                    f"{level} clients: {hit['rps']:,.0f} vs {static['rps']:,.0f} req/s "
+                    f"({hit['rps'] / static['rps']:.2f}), p50 {hit['p50_ms']:.2f} vs "
+                    f"{static['p50_ms']:.2f} ms"
+                )
+        report.note("Cache hit against the same PNG as a static file: " + "; ".join(ratios) + ".")
     _tables(report, results, configs, levels)
     report.data = {"results": results, "levels": levels, "tool": tool}
     _plot(report, results, configs, levels)
