@@ -77,6 +77,16 @@ def _loopback(host: str) -> bool:
 )
 @click.option("--data-dir", help="database, outputs, cache (default ./comfygate-data)")
 @click.option("--threads", type=int, help="WSGI worker threads")
+@click.option(
+    "--models-dir",
+    type=click.Path(file_okay=False),
+    help="models in ComfyUI's folder layout for the local ComfyUI",
+)
+@click.option(
+    "--extra-model-paths",
+    type=click.Path(dir_okay=False),
+    help="a ComfyUI extra_model_paths.yaml for the local ComfyUI",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -85,6 +95,8 @@ def serve(
     config_file: str | None,
     data_dir: str | None,
     threads: int | None,
+    models_dir: str | None,
+    extra_model_paths: str | None,
 ) -> None:
     """Run the gateway (waitress, a production WSGI server)."""
     from waitress.server import create_server
@@ -98,6 +110,8 @@ def serve(
         "local_comfyui": local_comfyui,
         "data_dir": data_dir,
         "threads": threads,
+        "models_dir": models_dir,
+        "extra_model_paths": extra_model_paths,
         "backends": list(backends) or None,
     }
     try:
