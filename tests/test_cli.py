@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 from collections.abc import Iterator
@@ -21,8 +20,6 @@ from comfygate.sdk import Event
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp
 from tests.live import serve
-
-HAS_INFER = importlib.util.find_spec("comfygate.templates.infer") is not None
 
 
 @pytest.fixture
@@ -280,7 +277,6 @@ def test_templates_check_reports_a_missing_model(
     assert " ok " in solid
 
 
-@pytest.mark.skipif(not HAS_INFER, reason="comfygate.templates.infer is not written yet")
 def test_templates_import_writes_the_template(runner: CliRunner, tmp_path: Path) -> None:
     workflow = _builtin_workflow("txt2img")
     (tmp_path / "my flow.json").write_text(json.dumps(workflow))
@@ -311,7 +307,7 @@ def test_templates_import_refuses_a_file_that_is_not_json(
 ) -> None:
     (tmp_path / "flow.json").write_text("{not json")
     result = runner.invoke(main, ["templates", "import", "flow.json"])
-    assert result.exit_code == (2 if HAS_INFER else 1)
+    assert result.exit_code == 2
     assert _one_error_line(result).startswith("comfygate: ")
 
 

@@ -779,7 +779,7 @@ def test_http_refused_by_default_even_when_reachable(web: Server) -> None:
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make test certificates")
+        pytest.fail("openssl is needed to make test certificates", pytrace=False)
     tmp = tmp_path_factory.mktemp("tls")
 
     def openssl(*args: str) -> None:
