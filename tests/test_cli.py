@@ -17,7 +17,7 @@ from rich.console import Console
 from comfygate import cli
 from comfygate.cli import main, parse_params
 from comfygate.sdk import Event
-from comfygate.testing.fake_comfyui import FakeComfyUI
+from comfygate.testing.fake_comfyui import DEFAULT_CHECKPOINT, FakeComfyUI
 from tests.conftest import MakeApp
 from tests.live import serve
 
@@ -300,6 +300,32 @@ def test_templates_import_writes_the_template(runner: CliRunner, tmp_path: Path)
     )
     assert named.exit_code == 0, named.output
     assert json.loads((tmp_path / "t" / "cat.json").read_text())["name"] == "cat"
+
+
+def test_templates_import_makes_loadimage_an_image_parameter(
+    runner: CliRunner, tmp_path: Path, fake: FakeComfyUI, make_app: MakeApp
+) -> None:
+    workflow = _builtin_workflow("img2img")
+    workflow["4"]["inputs"]["ckpt_name"] = DEFAULT_CHECKPOINT  # exported from this ComfyUI
+    (tmp_path / "flow.json").write_text(json.dumps(workflow))
+    (tmp_path / "templates").mkdir()
+    result = runner.invoke(
+        main, ["templates", "import", "flow.json", "--name", "mine", "-o", "templates/mine.json"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {  # the table of inferred parameters: name -> type, default, targets
+        cells[1]: cells[2:5]
+        for line in result.stderr.splitlines()
+        if len(cells := [cell.strip() for cell in line.split("│")]) == 6
+    }
+    assert rows["image"] == ["image (required)", "", "1.image"]  # no default file name
+    template = json.loads((tmp_path / "templates" / "mine.json").read_text())
+    assert template["parameters"]["image"]["type"] == "image"
+    with serve(make_app([fake.url], templates_dir=str(tmp_path / "templates"))) as base:
+        check = invoke(runner, base, "templates", "check")
+    assert check.exit_code == 0, check.output
+    [mine] = [line for line in check.stdout.splitlines() if " mine " in line]
+    assert " ok " in mine
 
 
 def test_templates_import_refuses_a_file_that_is_not_json(

@@ -1,16 +1,21 @@
 """Template authoring: templates inferred from workflows exported from ComfyUI (API and UI
-format), checked against the recorded SD 1.5 graph and the recorded object_info."""
+format), checked against the recorded SD 1.5 graph and the recorded object_info; imported
+templates run on a gateway over the fake ComfyUI."""
 
 from __future__ import annotations
 
 import copy
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from comfygate.templates import TemplateError, TemplateRegistry, bind, resolve_params
 from comfygate.templates.infer import (
@@ -21,6 +26,9 @@ from comfygate.templates.infer import (
 )
 from comfygate.templates.model import SEED_MAX, Template
 from comfygate.templates.registry import parse_template
+from comfygate.testing.fake_comfyui import DEFAULT_CHECKPOINT, FakeComfyUI
+from tests.conftest import MakeApp, body
+from tests.test_image_params import data_uri, gateway_name, png
 
 SAMPLES = Path(__file__).parent / "fixtures" / "comfyui-samples"
 SD15: dict[str, Any] = json.loads((SAMPLES / "54-prompt_post_sd15_cold.json").read_text())[
@@ -205,18 +213,40 @@ LOADIMAGE: dict[str, Any] = json.loads(
 )["request"]["json"]["prompt"]
 
 
-def test_loadimage_workflow_gives_a_required_image_name() -> None:
-    result = import_workflow(LOADIMAGE, "invert", OBJECT_INFO)
+def _builtin(name: str) -> Template:
+    return TemplateRegistry.load().get(name)
+
+
+@pytest.mark.parametrize("object_info", [None, OBJECT_INFO], ids=["alone", "object_info"])
+def test_loadimage_workflow_gives_a_required_image_parameter(
+    object_info: dict[str, Any] | None,
+) -> None:
+    result = import_workflow(LOADIMAGE, "invert", object_info)
     template = _template(result)
+    assert list(template.parameters) == ["image"]
     image = template.parameters["image"]
     assert (image.type, image.required, [str(t) for t in image.parsed_targets]) == (
-        "string",
+        "image",
         True,
         ["1.image"],
     )
-    assert image.enum is None  # ComfyUI's input files change: no frozen list
-    assert list(template.parameters) == ["image"]
+    # The workflow's file name is no default: the gateway binds the image it checked.
+    assert (image.default, image.enum, image.max_length) == (None, None, None)
+    assert "data: URI" in image.description
+    # What GET /v1/templates/invert shows: an image field (the playground's file picker).
+    schema = template.public()["parameters"]
+    assert schema["required"] == ["image"]
+    assert schema["properties"]["image"]["x-image"] is True
     assert any("KSampler" in note for note in result.notes)
+
+
+def test_imported_img2img_declares_its_image_like_the_built_in() -> None:
+    builtin = _builtin("img2img")
+    imported = _template(import_workflow(dict(builtin.workflow), "mine", OBJECT_INFO))
+    ignore = {"description"}
+    assert imported.parameters["image"].model_dump(exclude=ignore) == builtin.parameters[
+        "image"
+    ].model_dump(exclude=ignore)
 
 
 def test_repeated_node_types_get_numbered_names() -> None:
@@ -229,6 +259,99 @@ def test_repeated_node_types_get_numbered_names() -> None:
         "image_2": ["4.image"],
         "image_3": ["10.image"],
     }
+    assert {n: (p["type"], p["required"]) for n, p in params.items()} == dict.fromkeys(
+        params, ("image", True)
+    )
+
+
+def test_linked_loadimage_file_is_no_parameter() -> None:
+    graph = copy.deepcopy(LOADIMAGE)
+    graph["1"]["inputs"]["image"] = ["40", 0]
+    graph["40"] = {"class_type": "PrimitiveString", "inputs": {"value": "a.png"}}
+    result = import_workflow(graph, "linked")
+    assert "image" not in _params(result)
+    assert any("'image' comes from another node" in note for note in result.notes)
+
+
+# --- imported templates run on a gateway -----------------------------------------------------
+
+
+def _serving(make_app: MakeApp, fake: FakeComfyUI, tmp_path: Path, **imported: Any) -> FlaskClient:
+    """A gateway on ``fake`` whose TEMPLATES_DIR holds the templates imported from the given
+    workflows (name=workflow), as written by ``comfygate templates import``."""
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    object_info = requests.get(f"{fake.url}/object_info", timeout=10).json()
+    for name, workflow in imported.items():
+        template = import_workflow(workflow, name, object_info).template
+        (folder / f"{name}.json").write_text(json.dumps(template, indent=2))
+    client: FlaskClient = make_app([fake.url], templates_dir=str(folder)).test_client()
+    return client
+
+
+def test_imported_loadimage_template_runs_with_an_uploaded_image(
+    tmp_path: Path, fake: FakeComfyUI, make_app: MakeApp
+) -> None:
+    client = _serving(make_app, fake, tmp_path, invert=LOADIMAGE)
+    image = png((24, 16), (10, 200, 30))
+    resp = client.post(
+        "/v1/templates/invert/generate",
+        data={"image": (io.BytesIO(image), "start.png")},
+        content_type="multipart/form-data",
+    )
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert resp.content_type == "image/png"
+    with Image.open(io.BytesIO(resp.data)) as out:
+        assert out.size == (24, 16)
+        assert out.convert("RGB").getpixel((0, 0)) == (245, 55, 225)  # the upload, inverted
+    name = gateway_name(image)
+    assert fake.file(name, "", "input") == image
+    graph = fake.submissions[-1]["prompt"]
+    assert graph["1"]["inputs"]["image"] == name
+
+    # The same template with a data: URI in JSON; and an image is required.
+    other = png((8, 8), (0, 0, 255))
+    resp = client.post(
+        "/v1/generate",
+        json={"template": "invert", "image": data_uri(other)},
+        headers={"Accept": "application/json"},
+    )
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert body(resp)["params"]["image"] == gateway_name(other)
+    assert fake.file(gateway_name(other), "", "input") == other
+    resp = client.post("/v1/generate", json={"template": "invert"})
+    assert resp.status_code == 400
+    assert body(resp)["error"]["details"]["field"] == "image"
+
+
+def test_imported_img2img_runs_with_an_uploaded_image(
+    tmp_path: Path, fake: FakeComfyUI, make_app: MakeApp
+) -> None:
+    workflow = copy.deepcopy(dict(_builtin("img2img").workflow))
+    workflow["4"]["inputs"]["ckpt_name"] = DEFAULT_CHECKPOINT  # exported from this ComfyUI
+    client = _serving(make_app, fake, tmp_path, mine=workflow)
+    image = png((80, 60))
+    resp = client.post(
+        "/v1/templates/mine/generate",
+        data={
+            "params": json.dumps({"prompt": "a cat", "steps": 1, "seed": 3, "denoise": 0.5}),
+            "image": (io.BytesIO(image), "start.png"),
+        },
+        content_type="multipart/form-data",
+    )
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert resp.content_type == "image/png"
+    with Image.open(io.BytesIO(resp.data)) as out:
+        assert out.size == (512, 512)  # the workflow's ImageScale
+    name = gateway_name(image)
+    assert fake.file(name, "", "input") == image
+    graph = fake.submissions[-1]["prompt"]
+    assert graph["1"]["inputs"]["image"] == name
+    assert graph["3"]["inputs"]["denoise"] == 0.5
+    # templates check (what `comfygate templates check` prints) finds nothing missing.
+    [backend] = body(client.get("/v1/templates/check"))["backends"]
+    [mine] = [t for t in backend["templates"] if t["name"] == "mine"]
+    assert mine == {"name": "mine", "ok": True, "problems": []}
 
 
 def _advanced(seed: int) -> dict[str, Any]:

@@ -32,7 +32,9 @@ Parameters inferred (a repeated name gets ``_2``, ``_3``...):
 * ``width``, ``height``, ``batch_size`` from each EmptyLatentImage / EmptySD3LatentImage (the
   one feeding the sampler first);
 * ``checkpoint`` (``model_folder: "checkpoints"``) from each CheckpointLoaderSimple;
-* ``image`` (a required string: a file in ComfyUI's input folder) from each LoadImage.
+* ``image`` from each LoadImage: a required parameter of type ``image``, declared like the
+  built-in img2img's (no default): the client sends a multipart file, a base64 data: URI or an
+  https URL, which the gateway checks and uploads to the backend under a name it makes.
 
 Defaults are the workflow's current values. Types, bounds and the sampler/scheduler choices
 come from ``object_info`` when given, else from built-in bounds (those of the built-in
@@ -63,6 +65,9 @@ EXPORT_HINT = (
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 PROMPT_MAX_LENGTH = 10_000
 NAME_MAX_LENGTH = 255
+IMAGE_DESCRIPTION = (
+    "An input image: a multipart file, a base64 data: URI or an https URL (PNG, JPEG or WebP)."
+)
 
 # Text encoders and their text inputs; the prompt is written into each that holds text.
 _TEXT_ENCODERS: dict[str, tuple[str, ...]] = {
@@ -538,15 +543,7 @@ class _Inference:
                 self._checkpoint(node_id)
         for node_id in ids:
             if self.graph[node_id]["class_type"] == "LoadImage":
-                self._param(
-                    "image",
-                    node_id,
-                    "image",
-                    _Fallback("string", max_length=NAME_MAX_LENGTH),
-                    "A file name in ComfyUI's input folder.",
-                    required=True,
-                    choices=False,
-                )
+                self._image(node_id)
         self._outputs()
         if not self.params:
             self.notes.append(
@@ -697,6 +694,21 @@ class _Inference:
                 "batch_size", node_id, "batch_size", _Fallback("integer", 1, 8), "Images per job."
             )
 
+    def _image(self, node_id: str) -> None:
+        """LoadImage's file as an ``image`` parameter, the shape of the built-in img2img's:
+        required, with no default (it would name a file on one ComfyUI: the registry refuses
+        it). The gateway binds the name of the image it checked and uploaded, so the
+        workflow's own file name never reaches ComfyUI."""
+        if self._literal("image", node_id, "image") is None:
+            return
+        param: dict[str, Any] = {
+            "type": "image",
+            "required": True,
+            "description": IMAGE_DESCRIPTION,
+            "targets": [f"{node_id}.image"],
+        }
+        self._add("image", param)
+
     def _checkpoint(self, node_id: str) -> None:
         name = self._param(
             "checkpoint",
@@ -743,13 +755,10 @@ class _Inference:
         returns its name, or None (with a note) when the input holds no usable value."""
         node = self.graph[node_id]
         label = f"node {node_id} ({node['class_type']}) input {input_name!r}"
-        if input_name not in node["inputs"]:
-            self.notes.append(f"{label} is missing: no {base!r} parameter")
+        literal = self._literal(base, node_id, input_name)
+        if literal is None:
             return None
-        value = node["inputs"][input_name]
-        if _is_link(value):
-            self.notes.append(f"{label} comes from another node: no {base!r} parameter")
-            return None
+        (value,) = literal
         spec = _input_spec(self.object_info, node["class_type"], input_name)
         kind, options, enum = spec if spec is not None else ("", {}, None)
         from_info = kind in _PARAM_TYPES or kind == "COMBO"
@@ -803,6 +812,20 @@ class _Inference:
             param["model_folder"] = model_folder
         param["targets"] = [f"{node_id}.{input_name}"]
         return self._add(base, param)
+
+    def _literal(self, base: str, node_id: str, input_name: str) -> tuple[Any] | None:
+        """(value,) of input ``input_name`` of node ``node_id`` when the workflow holds it as a
+        value; None (with a note saying no ``base`` parameter) when it is missing or linked."""
+        node = self.graph[node_id]
+        label = f"node {node_id} ({node['class_type']}) input {input_name!r}"
+        if input_name not in node["inputs"]:
+            self.notes.append(f"{label} is missing: no {base!r} parameter")
+            return None
+        value = node["inputs"][input_name]
+        if _is_link(value):
+            self.notes.append(f"{label} comes from another node: no {base!r} parameter")
+            return None
+        return (value,)
 
     def _add(self, base: str, param: dict[str, Any]) -> str:
         name, n = base, 1
