@@ -18,10 +18,10 @@ lint:
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
-# The browser tests drive Debian's Chromium; only the tests need it, so only `make test`
-# installs it.
+# The browser tests drive Debian's Chromium and the Redis tests start Debian's redis-server;
+# only the tests need them, so only `make test` installs them.
 test: setup lint
-	@bash scripts/setup-browser.sh
+	@bash scripts/setup-test-tools.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The benchmark suite (docs/BENCHMARKS.md): wrk, matplotlib and the peer's own venv first,

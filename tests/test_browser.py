@@ -2,7 +2,7 @@
 by Playwright, against a gateway served by waitress with the fake ComfyUI behind it.
 
 Every request to anything but the live server is aborted and recorded, so the pages are shown
-to work offline. ``scripts/setup-browser.sh`` (run by ``make test``) installs Chromium;
+to work offline. ``scripts/setup-test-tools.sh`` (run by ``make test``) installs Chromium;
 without it these tests fail, they are not skipped. They take the README's screenshots too;
 with UPDATE_SCREENSHOTS=1 they are saved as docs/img/playground.png and docs/img/docs.png
 (otherwise in a temporary folder, so a test run leaves the work tree as it was).
@@ -62,7 +62,7 @@ class Tab:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup-browser.sh", pytrace=False)
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup-test-tools.sh", pytrace=False)
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium

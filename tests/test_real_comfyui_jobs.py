@@ -6,11 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +17,7 @@ from flask.testing import FlaskClient
 from comfygate.comfy.local import LocalComfyUI
 from tests.conftest import MakeApp, body
 from tests.helpers import comfy_idle, parse_sse, wait_for
+from tests.processes import GatewayProcess
 from tests.test_jobs_api import Receiver, finished, status_of, submit
 
 pytestmark = pytest.mark.comfyui
@@ -86,57 +82,6 @@ def test_cancel_queued_and_running_jobs_on_comfyui(
     assert body(client.delete(f"/v1/jobs/{running['id']}"))["status"] == "cancelled"
     assert wait_for(lambda: comfy_idle(real_comfyui.url), 30)
     assert client.delete(f"/v1/jobs/{running['id']}").status_code == 409
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class GatewayProcess:
-    """`comfygate serve` in a child process, as a user runs it."""
-
-    def __init__(self, backend: str, data_dir: Path, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log.open("ab")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COMFYGATE_")}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "comfygate",
-                "serve",
-                "--port",
-                str(self.port),
-                "--backend",
-                backend,
-                "--data-dir",
-                str(data_dir),
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-        def ready() -> bool:
-            try:
-                return requests.get(f"{self.url}/readyz", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        assert wait_for(ready, 30), log.read_text()[-2000:]
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(20)
-        self._log.close()
 
 
 def test_gateway_sigkilled_mid_job_finishes_the_job_once(

@@ -307,6 +307,7 @@ def test_rate_limit_per_key_with_retry_after(fake: FakeComfyUI, make_app: MakeAp
     error = body(resp)["error"]
     assert error["code"] == "rate_limited"
     assert 1 <= int(resp.headers["Retry-After"]) <= 60
+    assert int(resp.headers["Retry-After"]) == error["details"]["retry_after_s"]
     # Another key has its own budget; public routes are not counted.
     assert client.get("/v1/templates", headers=bearer(OTHER)).status_code == 200
     assert client.get("/healthz").status_code == 200

@@ -15,7 +15,7 @@ import requests
 
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.helpers import wait_for
-from tests.test_real_comfyui_jobs import free_port
+from tests.processes import free_port
 
 
 def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:

@@ -156,7 +156,11 @@ class Settings(BaseModel):
         description="node types a raw workflow may use; unset: the built-in safe list "
         "('default' in the list includes it)",
     )
-    redis_url: str | None = None
+    redis_url: str | None = Field(
+        None,
+        description="a Redis server the replicas share (redis://[:password@]host:6379/0, "
+        "rediss:// for TLS); today it holds the rate-limit counters",
+    )
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -209,6 +213,20 @@ class Settings(BaseModel):
             raise ValueError(
                 f"{value!r} is not a rate limit such as '60/minute' or '10/second;1000/day'"
             ) from None
+        return value
+
+    @field_validator("redis_url", "rate_limit_storage_uri")
+    @classmethod
+    def _check_storage_uri(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        schemes = ("redis", "rediss", "redis+unix", "memory")
+        if urlsplit(value).scheme not in schemes:
+            raise ValueError(
+                "is not a storage URI such as redis://127.0.0.1:6379/0 (schemes: "
+                + ", ".join(f"{scheme}://" for scheme in schemes)
+                + ")"
+            )
         return value
 
     @field_validator("log_level", mode="before")

@@ -2,9 +2,10 @@
 when keys are off, counted over every route but the public ones.
 
 Counters live in ``RATE_LIMIT_STORAGE_URI`` (default ``REDIS_URL`` when set, so replicas
-share them; else in memory). If that storage fails, counting falls back to memory rather
-than failing every request. Over the limit: 429 ``rate_limited`` in the API's error shape,
-with ``Retry-After`` in seconds.
+share them; else in memory). If that storage fails (at start or later), counting falls back
+to memory rather than failing every request, with a warning in the log, and goes back to
+the storage once it answers again (flask-limiter checks it in the background). Over the
+limit: 429 ``rate_limited`` in the API's error shape, with ``Retry-After`` in seconds.
 
 Behind a reverse proxy every request comes from the proxy's address: with keys off, the
 limit is then shared by all clients (docs/SECURITY.md says how to deal with that).
@@ -12,10 +13,13 @@ limit is then shared by all clients (docs/SECURITY.md says how to deal with that
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits.errors import ConfigurationError
 
@@ -24,6 +28,21 @@ from comfygate.api.errors import error_response
 from comfygate.config import ConfigError, Settings
 
 EXTENSION = "comfygate.limiter"
+# A Redis that does not answer must not hold a request for the TCP timeout (minutes): the
+# limiter gives up after this and counts in memory until the storage is back.
+REDIS_TIMEOUT_S = 1.0
+
+log = logging.getLogger(__name__)
+
+
+def redacted(uri: str) -> str:
+    """``uri`` without its password, for the log (``redis://:secret@host`` carries one)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    user = f"{parts.username}:" if parts.username else ":"
+    netloc = f"{user}***@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _key() -> str:
@@ -40,19 +59,36 @@ def _exempt() -> bool:
 def init_app(app: Flask, settings: Settings) -> None:
     if not settings.rate_limit:
         return
+    uri = settings.limits_storage_uri
+    options: dict[str, Any] = {}
+    if uri.startswith("redis"):  # redis, rediss, redis+unix
+        options = {"socket_connect_timeout": REDIS_TIMEOUT_S, "socket_timeout": REDIS_TIMEOUT_S}
     limiter = Limiter(
         key_func=_key,
         application_limits=[settings.rate_limit],
         application_limits_exempt_when=_exempt,
-        storage_uri=settings.limits_storage_uri,
+        storage_uri=uri,
+        storage_options=options,
         headers_enabled=True,
         in_memory_fallback_enabled=True,
         key_prefix="comfygate",
     )
+    # Registered before the limiter's own after_request, so it runs after it (Flask runs them
+    # in reverse): the limiter would otherwise rewrite Retry-After with its own rounding.
+    app.after_request(_same_retry_after)
     try:
         limiter.init_app(app)
     except ConfigurationError as exc:
         raise ConfigError(f"RATE_LIMIT_STORAGE_URI / REDIS_URL: {exc}") from None
+    if not uri.startswith("memory"):
+        if limiter.storage.check():
+            log.info("rate-limit counters in %s", redacted(uri))
+        else:
+            log.warning(
+                "rate-limit storage %s does not answer: counting in memory (per replica) "
+                "until it does",
+                redacted(uri),
+            )
     app.extensions[EXTENSION] = limiter
     app.register_error_handler(RateLimitExceeded, _limited)
 
@@ -60,12 +96,23 @@ def init_app(app: Flask, settings: Settings) -> None:
 def _limited(exc: RateLimitExceeded) -> Response:
     limiter: Limiter = current_app.extensions[EXTENSION]
     current = limiter.current_limit
-    retry_after = max(1, math.ceil(current.reset_at - time.time())) if current else 1
+    window_s = exc.limit.limit.get_expiry()
+    wait_s = math.ceil(current.reset_at - time.time()) if current else 1
+    # Never longer than the window itself (a storage may round its reset time up).
+    retry_after = min(max(1, wait_s), window_s)
     resp = error_response(
         429,
         "rate_limited",
         f"rate limit exceeded ({exc.limit.limit}); retry after {retry_after} s",
         {"limit": str(exc.limit.limit), "retry_after_s": retry_after},
     )
-    resp.headers["Retry-After"] = str(retry_after)
+    g.comfygate_retry_after = retry_after
+    return resp
+
+
+def _same_retry_after(resp: Response) -> Response:
+    """``Retry-After`` says what the 429's body says."""
+    retry_after = g.get("comfygate_retry_after")
+    if retry_after is not None:
+        resp.headers["Retry-After"] = str(retry_after)
     return resp
