@@ -71,7 +71,7 @@ def fill(store: SQLiteJobStore, count: int, base: Job, ids: list[str]) -> float:
     rng = random.Random(len(ids))  # noqa: S311 - test data, not secrets
     now = time.time()
     started = time.perf_counter()
-    conn = store._conn  # one transaction per TRANSACTION inserts (the bench's only shortcut)
+    conn = store._db._conn  # a transaction per TRANSACTION inserts (the bench's one shortcut)
     for i in range(count):
         if i % TRANSACTION == 0:
             if i:
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> Path:
             store = SQLiteJobStore(data_dir / "jobs.sqlite3")
             added = size - len(ids)
             insert_s = fill(store, added, base, ids)
-            store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            store._db._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             store.close()
             db_bytes = sum(f.stat().st_size for f in data_dir.glob("jobs.sqlite3*"))
             started = time.perf_counter()

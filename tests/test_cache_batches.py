@@ -303,3 +303,35 @@ def test_generate_refuses_a_webhook(client: FlaskClient) -> None:
     )
     assert resp.status_code == 400
     assert body(resp)["error"]["details"]["field"] == "webhook_url"
+
+
+def test_an_entry_evicted_during_a_hit_runs_the_job_instead(
+    app: Flask, client: FlaskClient, fake: FakeComfyUI
+) -> None:
+    first = generate(client, SEEDED)
+    storage = app.extensions["comfygate"].jobs.storage
+    real_adopt = storage.adopt
+
+    def vanished(*args: Any) -> None:
+        storage.adopt = real_adopt  # only this once
+        raise FileNotFoundError("evicted meanwhile")
+
+    storage.adopt = vanished
+    again = generate(client, SEEDED)
+    assert again.headers["Content-Type"] == first.headers["Content-Type"] == "image/png"
+    assert len(fake.submissions) == 2  # it ran on ComfyUI
+    assert body(client.get(f"/v1/jobs/{again.headers['X-Job-Id']}"))["cached"] is False
+
+
+def test_an_idempotent_replay_of_a_cached_request_leaves_no_files_behind(
+    app: Flask, client: FlaskClient
+) -> None:
+    generate(client, SEEDED)
+    headers = {"Idempotency-Key": "order-1"}
+    one = body(client.post("/v1/jobs", json=SEEDED, headers=headers))
+    two = body(client.post("/v1/jobs", json=SEEDED, headers=headers))
+    assert two["id"] == one["id"]
+    assert one["cached"] is True
+    outputs = app.extensions["comfygate"].jobs.storage.root
+    jobs = {j["id"] for j in body(client.get("/v1/jobs"))["jobs"]}
+    assert {d.name for d in outputs.iterdir()} == jobs

@@ -13,8 +13,6 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
-from comfygate.app import create_app
-from comfygate.config import ConfigError
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp, body
 from tests.helpers import wait_for
@@ -118,26 +116,6 @@ def test_a_password_protected_redis_and_its_password_stays_out_of_the_log(
         assert "s3cret-redis-pass" not in caplog.text
     finally:
         server.stop()
-
-
-@pytest.mark.parametrize(
-    ("settings", "fragment"),
-    [
-        ({"redis_url": "localhost:6379"}, "REDIS_URL"),
-        ({"redis_url": "http://127.0.0.1:6379"}, "not a storage URI"),
-        ({"rate_limit_storage_uri": "mongodb://db"}, "RATE_LIMIT_STORAGE_URI"),
-    ],
-)
-def test_a_bad_redis_setting_stops_the_start(
-    tmp_path: Path, settings: dict[str, str], fragment: str
-) -> None:
-    with pytest.raises(ConfigError, match=fragment) as info:
-        create_app(
-            {"backends": ["http://127.0.0.1:9"], "data_dir": str(tmp_path), **settings},
-            start=False,
-            configure_logging=False,
-        )
-    assert "\n" not in str(info.value)
 
 
 @pytest.mark.slow

@@ -176,9 +176,12 @@ def test_keys_file_with_scopes_and_rotation(
         ({"api_keys": "k e y"}, "printable ASCII"),
         ({"api_keys_file": "/nonexistent/keys"}, "cannot read"),
         ({"rate_limit": "lots"}, "not a rate limit"),
+        ({"redis_url": "localhost:6379"}, "REDIS_URL"),
+        ({"redis_url": "http://127.0.0.1:6379"}, "not a storage URI"),
+        ({"rate_limit_storage_uri": "mongodb://db"}, "RATE_LIMIT_STORAGE_URI"),
     ],
 )
-def test_bad_key_settings_stop_the_start(
+def test_bad_key_and_limit_settings_stop_the_start(
     tmp_path: Path, settings: dict[str, Any], fragment: str
 ) -> None:
     with pytest.raises(ConfigError, match=fragment) as info:
@@ -188,6 +191,7 @@ def test_bad_key_settings_stop_the_start(
             configure_logging=False,
         )
     assert "k e y" not in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_keys_are_never_logged(

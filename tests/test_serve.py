@@ -8,14 +8,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from comfygate.testing.fake_comfyui import FakeComfyUI
-from tests.helpers import wait_for
-from tests.processes import free_port
+from tests.helpers import parse_sse, wait_for
+from tests.processes import GatewayProcess, free_port
 
 
 def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -95,3 +97,63 @@ def test_json_logs_sigterm_and_a_graceful_stop(tmp_path: Path) -> None:
         assert created[0]["job_id"]
         assert records[-1]["message"] == "gateway stopped"
         assert not [line for line in err.splitlines() if line and not line.startswith("{")]
+
+
+def test_sigterm_answers_waiting_requests_and_ends_event_streams(tmp_path: Path) -> None:
+    """A stop does not hold a synchronous request or an event stream until the server's
+    grace period: the one gets a 503 naming its job (which goes on), the other ends, and
+    the job is still there, unfinished, for the next start."""
+    with FakeComfyUI() as fake:
+        fake.hold()
+        data = tmp_path / "data"
+        gateway = GatewayProcess(fake.url, data, tmp_path / "gw.log")
+        job = requests.post(f"{gateway.url}/v1/jobs", json={"template": "solid"}, timeout=10)
+        job_id = job.json()["id"]
+        answers: dict[str, Any] = {}
+
+        def generate() -> None:
+            answers["generate"] = requests.post(
+                f"{gateway.url}/v1/generate", json={"template": "solid", "width": 9}, timeout=60
+            )
+
+        def stream() -> None:
+            with requests.get(
+                f"{gateway.url}/v1/jobs/{job_id}/events", stream=True, timeout=60
+            ) as resp:
+                answers["events"] = parse_sse("".join(resp.iter_content(decode_unicode=True)))
+
+        threads = [threading.Thread(target=generate), threading.Thread(target=stream)]
+        for thread in threads:
+            thread.start()
+        assert wait_for(lambda: len(fake.submissions) == 2, 30)
+        assert wait_for(lambda: "job created" in gateway.log.read_text(), 10)
+        gateway.proc.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(60)
+        if gateway.proc.poll() is None:
+            gateway.proc.send_signal(signal.SIGTERM)  # an impatient second one changes nothing
+        gateway.stop()
+        assert gateway.proc.returncode == 0
+
+        resp = answers["generate"]
+        assert resp.status_code == 503
+        error = resp.json()["error"]
+        assert error["code"] == "backend_unavailable"
+        assert "stopping" in error["message"]
+        assert resp.headers["Retry-After"] == "5"
+        waiting_id = error["details"]["job_id"]
+        # The stream said where the job was, then ended without a "done".
+        assert [name for name, _ in answers["events"]] == ["status"]
+
+        fake.release()
+        again = GatewayProcess(fake.url, data, tmp_path / "gw2.log")
+        try:
+            for done_id in (job_id, waiting_id):
+
+                def succeeded(job_id: str = done_id) -> bool:
+                    status = requests.get(f"{again.url}/v1/jobs/{job_id}", timeout=5).json()
+                    return bool(status["status"] == "succeeded")
+
+                assert wait_for(succeeded, 30)
+        finally:
+            again.stop()

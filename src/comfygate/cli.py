@@ -151,8 +151,18 @@ def serve(
         )
         sys.exit(1)
 
+    stopping = False
+
     def _graceful(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            # A second SIGTERM or Ctrl-C while waitress stops its threads: raising again
+            # inside its shutdown would break it (a traceback and exit code 1).
+            log.info("signal %s: already stopping", signal.Signals(signum).name)
+            return
+        stopping = True
         log.info("signal %s: stopping", signal.Signals(signum).name)
+        gateway.stopping()
         # waitress's run() ends its loop and stops its worker threads on SystemExit; closing
         # the listening socket alone would leave the loop serving open connections.
         raise SystemExit(0)

@@ -17,7 +17,8 @@ URL, a filesystem path of the gateway or a traceback.
     ├── GenerationFailed                502 generation_failed  (node_id, node_type, message)
     ├── BackendUnavailable              503 backend_unavailable (Retry-After)
     │   ├── BackendUnreachable          (no connection: nothing sent, safe to send elsewhere)
-    │   └── BackendConnectionLost       (lost after sending: ComfyUI may have the request)
+    │   ├── BackendConnectionLost       (lost after sending: ComfyUI may have the request)
+    │   └── GatewayStopping             (this gateway is stopping; the job goes on)
     └── Timeout                         504 timeout            (details.job_id)
 """
 
@@ -127,6 +128,11 @@ class BackendUnreachable(BackendUnavailable):
 
 class BackendConnectionLost(BackendUnavailable):
     """The connection failed after the request was sent: ComfyUI may have acted on it."""
+
+
+class GatewayStopping(BackendUnavailable):
+    """The gateway is stopping (SIGTERM) while a request waits on a job: the job is kept and
+    goes on after the restart, or on another replica."""
 
 
 class Timeout(ComfyGateError):

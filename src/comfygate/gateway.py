@@ -117,6 +117,12 @@ class Gateway:
         path.write_text(value + "\n")
         return value
 
+    def stopping(self) -> None:
+        """The first step of a stop, before the server waits for its requests: requests
+        waiting on jobs answer 503 (the jobs go on) and event streams end."""
+        if self.jobs is not None:
+            self.jobs.events.close()
+
     def stop(self) -> None:
         if self.jobs is not None:
             self.jobs.stop()

@@ -40,7 +40,7 @@ def generate_from(body: Body) -> Response:
 def wait_and_answer(job: Job, timeout: float) -> Response:
     """Wait for a job; answer with its file or job object, or its error (504 on timeout)."""
     gateway = current_app.extensions["comfygate"]
-    done = gateway.jobs.wait(job.id, timeout)
+    done = job if job.status.terminal else gateway.jobs.wait(job.id, timeout)  # a cache hit
     if done is None:
         # The caller gave up: interrupt the job so it does not keep the GPU, unless an
         # identical request joined it and still waits for it.

@@ -15,6 +15,7 @@ from comfygate.api import auth
 from comfygate.api.body import Body, read_body
 from comfygate.api.images import run_request_with_images
 from comfygate.errors import BadRequest, ValidationFailed
+from comfygate.jobs.events import CLOSING
 from comfygate.jobs.model import JobStatus
 
 bp = Blueprint("jobs", __name__)
@@ -150,6 +151,8 @@ def events(job_id: str) -> Response:
                 except queue.Empty:
                     yield ": keep-alive\n\n"
                     continue
+                if kind == CLOSING:
+                    return  # the gateway is stopping: the client reconnects to the next one
                 yield _sse(kind, data)
                 if kind == "done":
                     return

@@ -8,7 +8,9 @@ are cached: an explicit seed, an operator's fixed default seed, or a template wi
 Entries own hard links to the files (DATA_DIR/cache/<key>/), so the retention sweep of the
 original job does not empty the cache and eviction does not touch any job's outputs. The
 index is an SQLite table (it survives restarts); the size limit is in bytes and the least
-recently used entries go first. An entry whose files vanished is dropped, never served.
+recently used entries go first. A hit's time of use is kept in memory and written with the
+next eviction or at close: a write per hit cost more than the rest of the lookup. An entry
+whose files vanished is dropped, never served.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from comfygate.jobs.model import Output
+from comfygate.jobs.sqlite import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache_entries (
@@ -35,6 +37,7 @@ CREATE TABLE IF NOT EXISTS cache_entries (
 );
 CREATE INDEX IF NOT EXISTS cache_lru ON cache_entries (last_used);
 """
+MAX_UNWRITTEN_USES = 1000
 
 
 def _normalise(value: Any) -> Any:
@@ -69,20 +72,30 @@ class ResultCache:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
-        self._conn = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+        self._db = Database(db_path, _SCHEMA)
+        # key -> time of its last hit, not yet written. Hits only assign to it (atomic under
+        # the GIL); _write_uses swaps it for an empty one.
+        self._used: dict[str, float] = {}
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._write_uses()
+        self._db.close()
+
+    def _write_uses(self) -> None:
+        used, self._used = self._used, {}
+        if used:
+            with self._db.writing() as conn:
+                conn.executemany(
+                    "UPDATE cache_entries SET last_used = ? WHERE key = ?",
+                    [(when, key) for key, when in used.items()],
+                )
 
     def get(self, key: str) -> CacheHit | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT outputs FROM cache_entries WHERE key = ?", (key,)
-            ).fetchone()
+        row = (
+            self._db.reader()
+            .execute("SELECT outputs FROM cache_entries WHERE key = ?", (key,))
+            .fetchone()
+        )
         if row is None:
             return None
         outputs = [Output(**o) for o in json.loads(row[0])]
@@ -92,10 +105,9 @@ class ResultCache:
             if not path.is_file() or path.stat().st_size != output.size:
                 self.drop(key)  # files vanished or changed: never serve them
                 return None
-        with self._lock:
-            self._conn.execute(
-                "UPDATE cache_entries SET last_used = ? WHERE key = ?", (time.time(), key)
-            )
+        self._used[key] = time.time()
+        if len(self._used) >= MAX_UNWRITTEN_USES:
+            self._write_uses()
         return CacheHit(key, outputs, directory)
 
     def put(self, key: str, outputs: list[Output], source: Path) -> None:
@@ -109,10 +121,11 @@ class ResultCache:
         tmp.mkdir()
         for output in outputs:
             link(source / output.filename, tmp / output.filename)
-        with self._lock:
+        self._used.pop(key, None)
+        with self._db.writing() as conn:
             shutil.rmtree(directory, ignore_errors=True)
             os.replace(tmp, directory)
-            self._conn.execute(
+            conn.execute(
                 "INSERT OR REPLACE INTO cache_entries (key, outputs, size, last_used) "
                 "VALUES (?, ?, ?, ?)",
                 (key, json.dumps([o.__dict__ for o in outputs]), size, time.time()),
@@ -120,19 +133,20 @@ class ResultCache:
         self._evict()
 
     def drop(self, key: str) -> None:
-        with self._lock:
-            self._conn.execute("DELETE FROM cache_entries WHERE key = ?", (key,))
+        with self._db.writing() as conn:
+            conn.execute("DELETE FROM cache_entries WHERE key = ?", (key,))
         shutil.rmtree(self.root / key, ignore_errors=True)
 
     def size(self) -> int:
-        with self._lock:
-            row = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM cache_entries").fetchone()
+        with self._db.writing() as conn:  # exact, for eviction
+            row = conn.execute("SELECT COALESCE(SUM(size), 0) FROM cache_entries").fetchone()
         return int(row[0])
 
     def _evict(self) -> None:
         while self.size() > self.max_bytes:
-            with self._lock:
-                row = self._conn.execute(
+            self._write_uses()
+            with self._db.writing() as conn:
+                row = conn.execute(
                     "SELECT key FROM cache_entries ORDER BY last_used LIMIT 1"
                 ).fetchone()
             if row is None:

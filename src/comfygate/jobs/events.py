@@ -14,12 +14,24 @@ from contextlib import contextmanager
 from typing import Any
 
 JobUpdate = tuple[str, dict[str, Any]]  # (event name, payload)
+# Sent to every subscriber when the gateway stops: waiting requests and event streams end
+# at once instead of holding the stop for the server's grace period.
+CLOSING = "closing"
 
 
 class JobEvents:
     def __init__(self) -> None:
         self._subs: dict[str, list[queue.SimpleQueue[JobUpdate]]] = defaultdict(list)
         self._lock = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        """Wake every subscriber, now and later, with ``CLOSING``."""
+        with self._lock:
+            self._closed = True
+            subs = [sub for subs in self._subs.values() for sub in subs]
+        for sub in subs:
+            sub.put((CLOSING, {}))
 
     def publish(self, job_id: str, kind: str, data: dict[str, Any]) -> None:
         with self._lock:
@@ -32,6 +44,8 @@ class JobEvents:
         sub: queue.SimpleQueue[JobUpdate] = queue.SimpleQueue()
         with self._lock:
             self._subs[job_id].append(sub)
+            if self._closed:
+                sub.put((CLOSING, {}))
         try:
             yield sub
         finally:

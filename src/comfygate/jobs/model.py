@@ -12,7 +12,7 @@ it becomes ``running`` when ComfyUI starts executing it.
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -126,8 +126,11 @@ class Job:
         return self.prompt_id is not None and not self.status.terminal
 
     def to_record(self) -> dict[str, Any]:
-        data = asdict(self)
+        """A JSON-able dict. Shallow: ``dataclasses.asdict`` deep-copied the whole graph on
+        every write (a sixth of a cache hit's time, and of every progress update)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["status"] = self.status.value
+        data["outputs"] = [asdict(o) for o in self.outputs]
         return data
 
     @classmethod

@@ -39,13 +39,14 @@ from comfygate.errors import (
     BackendUnreachable,
     ComfyGateError,
     Conflict,
+    GatewayStopping,
     GenerationFailed,
     NotFound,
     ValidationFailed,
 )
 from comfygate.inputs.images import CheckedImage
 from comfygate.jobs.cache import CacheHit, ResultCache, cache_key
-from comfygate.jobs.events import JobEvents
+from comfygate.jobs.events import CLOSING, JobEvents
 from comfygate.jobs.model import Job, JobStatus, Output, now
 from comfygate.jobs.store import JobStore
 from comfygate.jobs.webhooks import WebhookOptions, WebhookSender
@@ -197,22 +198,29 @@ class JobService:
         job = self.prepare(
             template_name, raw_params, webhook_url=webhook_url, owner=owner, images=images
         )
+        hit = self._cached(job) if cache else None
+        if hit is None:
+            self._bind(job)
         if idempotency_key is not None:
             # Scoped to the owner: another key's Idempotency-Key never finds this job.
             claim = idempotency_key if owner is None else f"{owner}:{idempotency_key}"
             bound_id, bound_fingerprint = self.store.claim_key(claim, fingerprint, job.id)
             if bound_id != job.id:
+                if hit is not None:
+                    self.storage.delete_job(job.id)  # the files the hit gave this job
                 if bound_fingerprint != fingerprint:
                     raise Conflict(
                         "this Idempotency-Key was used with a different request",
                         {"idempotency_key": idempotency_key},
                     )
                 return self.get(bound_id)
+        if hit is not None:
+            return self._answer_from_cache(job, hit)
         for checked in (images or {}).values():
             self.inputs.save(job.id, checked.filename(), [checked.data])
         result = self.enqueue(job, cache=cache)
-        if job.inputs and (result.id != job.id or result.status.terminal):
-            self.inputs.delete_job(job.id)  # answered by the cache or a twin: never uploaded
+        if job.inputs and result.id != job.id:
+            self.inputs.delete_job(job.id)  # answered by a twin: never uploaded
         return result
 
     def prepare(
@@ -224,7 +232,9 @@ class JobService:
         owner: str | None = None,
         images: Mapping[str, CheckedImage] | None = None,
     ) -> Job:
-        """Everything that can refuse a request, before anything is stored or sent."""
+        """Validate and fill in a request: everything that can refuse it as a 400 (or a 503
+        with no backend up), before anything is stored or sent. The graph is not bound yet:
+        a request the result cache answers never needs one (``_bind`` does it otherwise)."""
         template = self.templates.get(template_name)
         given = validate_params(template, raw_params)
         names = _image_names(template, given, images or {})
@@ -233,19 +243,15 @@ class JobService:
         values = resolve_params(template, given, self.pool.model_choices())
         self.options.limits.check(values)
         self._check_models(template, given)
-        job_id = uuid.uuid4().hex
         job = Job(
-            id=job_id,
+            id=uuid.uuid4().hex,
             template=template.name,
             params=values,
-            graph=bind(template, values, f"comfygate_{job_id}"),
+            graph={},
             webhook_url=webhook_url,
             owner=owner,
             inputs=names,
         )
-        runnable, reason = self.pool.check(requirements(job.graph))
-        if not runnable:
-            raise BackendUnavailable(reason)
         seed = template.seed_parameter
         drawn = seed is not None and seed not in given and template.parameters[seed].default is None
         if not drawn:  # the result is fully determined by the request
@@ -253,12 +259,33 @@ class JobService:
         job.deadline_at = job.created_at + self.options.job_deadline_s
         return job
 
+    def _bind(self, job: Job) -> None:
+        """The job's own graph (a copy of its template's, with the values and its
+        filename_prefix), and a 503 if no usable backend has what it needs."""
+        template = self.templates.get(job.template)
+        job.graph = bind(template, job.params, f"comfygate_{job.id}")
+        runnable, reason = self.pool.check(requirements(job.graph))
+        if not runnable:
+            raise BackendUnavailable(reason)
+
+    def _cached(self, job: Job) -> CacheHit | None:
+        """The cached result of a determined request, already given to ``job`` (its files
+        linked under the job's id); None on a miss, or if the entry went away meanwhile."""
+        if job.cache_key is None or self.cache is None:
+            return None
+        hit = self.cache.get(job.cache_key)
+        if hit is not None:
+            try:
+                for output in hit.outputs:
+                    self.storage.adopt(job.id, output.filename, hit.directory / output.filename)
+            except OSError:  # evicted between the lookup and the links: run it after all
+                self.storage.delete_job(job.id)
+                hit = None
+        self.metrics.cache.labels("hit" if hit else "miss").inc()
+        return hit
+
     def enqueue(self, job: Job, *, cache: bool = True) -> Job:
-        if job.cache_key is not None and cache and self.cache is not None:
-            hit = self.cache.get(job.cache_key)
-            self.metrics.cache.labels("hit" if hit else "miss").inc()
-            if hit is not None:
-                return self._answer_from_cache(job, hit)
+        """Queue a bound job, or return the identical job already in flight (coalescing)."""
         with self._lock:
             # Coalesce: an identical job in flight answers this one too. Looking and
             # registering under one lock, so two identical requests cannot both miss.
@@ -281,8 +308,7 @@ class JobService:
         return job
 
     def _answer_from_cache(self, job: Job, hit: CacheHit) -> Job:
-        for output in hit.outputs:
-            self.storage.adopt(job.id, output.filename, hit.directory / output.filename)
+        """Record ``job`` as answered by ``hit`` (whose files ``_cached`` gave it)."""
         job.outputs = list(hit.outputs)
         job.cached = True
         job.started_at = job.created_at
@@ -314,6 +340,16 @@ class JobService:
                 raise ValidationFailed(
                     f"item {index}: {exc.message}", {**exc.details, "index": index}
                 ) from None
+        hits: list[CacheHit | None] = []
+        try:
+            for job in prepared:
+                hits.append(self._cached(job) if cache else None)
+                if hits[-1] is None:
+                    self._bind(job)
+        except BackendUnavailable:
+            for job in prepared:
+                self.storage.delete_job(job.id)  # the files of the hits so far
+            raise
         batch_id = uuid.uuid4().hex
         for index, job in enumerate(prepared):
             job.batch_id, job.batch_index = batch_id, index
@@ -327,7 +363,10 @@ class JobService:
                 "jobs": [j.id for j in prepared],
             },
         )
-        jobs = [self.enqueue(job, cache=cache) for job in prepared]
+        jobs = [
+            self.enqueue(job, cache=cache) if hit is None else self._answer_from_cache(job, hit)
+            for job, hit in zip(prepared, hits, strict=True)
+        ]
         if any(j.id != p.id for j, p in zip(jobs, prepared, strict=True)):
             # A cache hit or a coalesced twin answered an item: record the job that did.
             self.store.insert_batch_jobs(batch_id, [j.id for j in jobs])
@@ -401,7 +440,8 @@ class JobService:
             return [self._live.get(j.id, j) for j in jobs], next_cursor
 
     def wait(self, job_id: str, timeout_s: float) -> Job | None:
-        """Block until the job ends; None if ``timeout_s`` passes first."""
+        """Block until the job ends; None if ``timeout_s`` passes first. GatewayStopping
+        (503) if the gateway stops meanwhile: the job itself goes on."""
         deadline = time.monotonic() + timeout_s
         with self.events.subscribe(job_id) as updates:
             job = self.get(job_id)
@@ -415,6 +455,12 @@ class JobService:
                     return None
                 if kind == "done":
                     job = self.get(job_id)
+                elif kind == CLOSING:
+                    raise GatewayStopping(
+                        "the gateway is stopping; the job goes on: ask GET /v1/jobs/{id} "
+                        "in a moment",
+                        {"job_id": job_id},
+                    )
             return job
 
     def cancel(

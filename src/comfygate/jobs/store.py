@@ -7,12 +7,11 @@ JSON, never pickle. Every transition is written here before the gateway acts on 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from pathlib import Path
 from typing import Any, Protocol
 
 from comfygate.jobs.model import Job, JobStatus
+from comfygate.jobs.sqlite import Database
 
 
 class JobStore(Protocol):
@@ -60,54 +59,31 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 
 
 class SQLiteJobStore:
-    """Writes go through one connection guarded by a lock (SQLite serialises writers anyway).
-    The hot reads (a job by id, a page) use a connection per thread: in WAL mode readers
-    never wait for each other or for the writer, and the benchmark showed 63 of 64 request
-    threads queued on the single lock when reads shared it (docs/BENCHMARKS.md)."""
+    """Jobs, batches and idempotency keys in one SQLite file (``DATA_DIR/jobs.sqlite3``): the hot
+    reads (a job by id, a page) use the calling thread's own connection."""
 
     def __init__(self, path: Path) -> None:
-        self._path = str(path)
-        self._conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            # check_same_thread=False only so close() may close it from another thread.
-            conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-            self._local.conn = conn
-            with self._lock:
-                self._readers.append(conn)
-        return conn
+        self._db = Database(path, _SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            for reader in self._readers:
-                reader.close()
-            self._readers.clear()
-            self._conn.close()
+        self._db.close()
 
     def insert(self, job: Job) -> None:
-        with self._lock:
-            self._conn.execute(
+        with self._db.writing() as conn:
+            conn.execute(
                 "INSERT INTO jobs (id, status, finished_at, data) VALUES (?, ?, ?, ?)",
                 (job.id, job.status.value, job.finished_at, json.dumps(job.to_record())),
             )
 
     def update(self, job: Job) -> None:
-        with self._lock:
-            self._conn.execute(
+        with self._db.writing() as conn:
+            conn.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, data = ? WHERE id = ?",
                 (job.status.value, job.finished_at, json.dumps(job.to_record()), job.id),
             )
 
     def get(self, job_id: str) -> Job | None:
-        row = self._reader().execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self._db.reader().execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job.from_record(json.loads(row[0])) if row else None
 
     def page(
@@ -132,35 +108,35 @@ class SQLiteJobStore:
             args.append(before)
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(limit + 1)
-        rows = self._reader().execute(sql, args).fetchall()
+        rows = self._db.reader().execute(sql, args).fetchall()
         jobs = [Job.from_record(json.loads(data)) for _, data in rows[:limit]]
         cursor = rows[limit - 1][0] if len(rows) > limit else None
         return jobs, cursor
 
     def unfinished(self) -> list[Job]:
-        with self._lock:
-            rows = self._conn.execute(
+        with self._db.writing() as conn:
+            rows = conn.execute(
                 "SELECT data FROM jobs WHERE status IN (?, ?) ORDER BY seq",
                 (JobStatus.QUEUED.value, JobStatus.RUNNING.value),
             ).fetchall()
         return [Job.from_record(json.loads(r[0])) for r in rows]
 
     def delete(self, job_id: str) -> None:
-        with self._lock:
-            self._conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            self._conn.execute("DELETE FROM idempotency_keys WHERE job_id = ?", (job_id,))
+        with self._db.writing() as conn:
+            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            conn.execute("DELETE FROM idempotency_keys WHERE job_id = ?", (job_id,))
 
     def finished_before(self, timestamp: float, limit: int = 500) -> list[str]:
-        with self._lock:
-            rows = self._conn.execute(
+        with self._db.writing() as conn:
+            rows = conn.execute(
                 "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
                 (timestamp, limit),
             ).fetchall()
         return [r[0] for r in rows]
 
     def insert_batch(self, batch_id: str, data: dict[str, Any]) -> None:
-        with self._lock:
-            self._conn.execute(
+        with self._db.writing() as conn:
+            conn.execute(
                 "INSERT INTO batches (id, data) VALUES (?, ?)", (batch_id, json.dumps(data))
             )
 
@@ -168,28 +144,29 @@ class SQLiteJobStore:
         batch = self.get_batch(batch_id)
         if batch is not None:
             batch["jobs"] = job_ids
-            with self._lock:
-                self._conn.execute(
+            with self._db.writing() as conn:
+                conn.execute(
                     "UPDATE batches SET data = ? WHERE id = ?", (json.dumps(batch), batch_id)
                 )
 
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT data FROM batches WHERE id = ?", (batch_id,)
-            ).fetchone()
+        row = (
+            self._db.reader()
+            .execute("SELECT data FROM batches WHERE id = ?", (batch_id,))
+            .fetchone()
+        )
         return dict(json.loads(row[0])) if row else None
 
     def claim_key(self, key: str, fingerprint: str, job_id: str) -> tuple[str, str]:
         """Bind an Idempotency-Key to a job unless it is bound already; atomically returns
         the (job id, fingerprint) the key is bound to."""
-        with self._lock:
-            self._conn.execute(
+        with self._db.writing() as conn:
+            conn.execute(
                 "INSERT OR IGNORE INTO idempotency_keys (key, fingerprint, job_id) "
                 "VALUES (?, ?, ?)",
                 (key, fingerprint, job_id),
             )
-            row = self._conn.execute(
+            row = conn.execute(
                 "SELECT job_id, fingerprint FROM idempotency_keys WHERE key = ?", (key,)
             ).fetchone()
         return str(row[0]), str(row[1])
