@@ -7,15 +7,23 @@ up the GIL, and taking the GIL back waits behind every runnable thread (up to th
 switch interval each). With hundreds of request threads the lock then became a convoy: the
 benchmark saw 63 of 64 threads queued on the store's lock, and cache hits fall from 500 to
 61 req/s between 1 and 256 clients. WAL readers never wait for each other or the writer.
+
+Inserts, the write every new job makes, are grouped (``GroupInsert``): the writer lock is
+subject to the same convoy, so concurrent inserts go out as one multi-row statement.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+# SQLite allows 32,766 parameters in one statement (3.32 and later); far below that.
+MAX_GROUP_ROWS = 256
 
 
 class Database:
@@ -55,3 +63,89 @@ class Database:
                 reader.close()
             self._readers.clear()
             self._conn.close()
+
+
+@dataclass
+class _Row:
+    values: Sequence[Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class GroupInsert:
+    """``INSERT INTO table (columns) VALUES (...)`` for many threads, group-committed.
+
+    A caller that finds no insert under way writes its row and every row that arrives
+    meanwhile, in one statement per round; the others wait for their row to be written
+    (``insert`` returns only once its row is committed, or raises that row's error). Why by
+    hand: the standard library has no group commit, and each statement given to SQLite
+    releases the GIL; taken back under load, it costs up to a thread switch interval (5 ms)
+    while every other writer waits, so one statement for N rows is N times fewer waits.
+    """
+
+    def __init__(self, db: Database, table: str, columns: Sequence[str]) -> None:
+        self._db = db
+        # Names from the code, values always as parameters.
+        self._prefix = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608
+        self._one = "(" + ", ".join("?" * len(columns)) + ")"
+        self._lock = threading.Lock()  # guards the two fields below; never held over SQLite
+        self._pending: list[_Row] = []
+        self._writing = False
+
+    def insert(self, values: Sequence[Any]) -> None:
+        row = _Row(values)
+        with self._lock:
+            self._pending.append(row)
+            lead = not self._writing
+            self._writing = True
+        if lead:
+            self._write_all()
+        row.done.wait()
+        if row.error is not None:
+            raise row.error
+
+    def _write_all(self) -> None:
+        """Write rounds until nobody waits; then the next caller leads."""
+        rows: list[_Row] = []
+        try:
+            while True:
+                with self._lock:
+                    rows = self._pending[:MAX_GROUP_ROWS]
+                    del self._pending[:MAX_GROUP_ROWS]
+                    if not rows:
+                        self._writing = False
+                        return
+                try:
+                    self._write(rows)
+                except Exception as exc:
+                    for row in rows:
+                        row.error = row.error or exc
+                for row in rows:
+                    row.done.set()
+                rows = []
+        except BaseException as exc:  # interrupted: nobody may be left waiting
+            with self._lock:
+                stranded, self._pending = rows + self._pending, []
+                self._writing = False
+            for row in stranded:
+                row.error = row.error or exc
+                row.done.set()
+            raise
+
+    def _write(self, rows: list[_Row]) -> None:
+        with self._db.writing() as conn:
+            try:
+                conn.execute(
+                    self._prefix + ", ".join([self._one] * len(rows)),
+                    [value for row in rows for value in row.values],
+                )
+                return
+            except sqlite3.Error:
+                if len(rows) == 1:
+                    raise
+            # One bad row fails the statement: write them one by one, each its own answer.
+            for row in rows:
+                try:
+                    conn.execute(self._prefix + self._one, row.values)
+                except sqlite3.Error as exc:
+                    row.error = exc

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from comfygate.jobs.model import Job, JobStatus
-from comfygate.jobs.sqlite import Database
+from comfygate.jobs.sqlite import Database, GroupInsert
 
 
 class JobStore(Protocol):
@@ -64,16 +64,15 @@ class SQLiteJobStore:
 
     def __init__(self, path: Path) -> None:
         self._db = Database(path, _SCHEMA)
+        self._inserts = GroupInsert(self._db, "jobs", ("id", "status", "finished_at", "data"))
 
     def close(self) -> None:
         self._db.close()
 
     def insert(self, job: Job) -> None:
-        with self._db.writing() as conn:
-            conn.execute(
-                "INSERT INTO jobs (id, status, finished_at, data) VALUES (?, ?, ?, ?)",
-                (job.id, job.status.value, job.finished_at, json.dumps(job.to_record())),
-            )
+        self._inserts.insert(
+            (job.id, job.status.value, job.finished_at, json.dumps(job.to_record()))
+        )
 
     def update(self, job: Job) -> None:
         with self._db.writing() as conn:

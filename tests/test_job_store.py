@@ -1,0 +1,88 @@
+"""The SQLite job store under many threads: grouped inserts are each committed before they
+return, keep their order, and a bad row fails alone."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from comfygate.jobs.model import Job, JobStatus
+from comfygate.jobs.sqlite import Database, GroupInsert
+from comfygate.jobs.store import SQLiteJobStore
+
+
+def job(i: int) -> Job:
+    return Job(id=f"job-{i:04d}", template="solid", params={"color": i}, graph={})
+
+
+def test_concurrent_inserts_are_all_committed_and_readable_at_once(tmp_path: Path) -> None:
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    missing: list[str] = []
+    start = threading.Barrier(64)
+
+    def insert_then_read(i: int) -> None:
+        start.wait()
+        for k in range(10):
+            made = job(i * 10 + k)
+            store.insert(made)
+            # Another connection (this thread's reader) sees it as soon as insert returns.
+            if store.get(made.id) is None:
+                missing.append(made.id)
+
+    threads = [threading.Thread(target=insert_then_read, args=(i,)) for i in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert missing == []
+    jobs, cursor = store.page(limit=1000)
+    assert len(jobs) == 640
+    assert cursor is None
+    assert {j.params["color"] for j in jobs} == set(range(640))
+    store.close()
+
+
+def test_a_duplicate_row_fails_alone(tmp_path: Path) -> None:
+    db = Database(tmp_path / "t.sqlite3", "CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER);")
+    inserts = GroupInsert(db, "t", ("id", "n"))
+    inserts.insert(("taken", 0))
+    errors: dict[int, BaseException] = {}
+    start = threading.Barrier(32)
+
+    def insert(i: int) -> None:
+        start.wait()
+        try:
+            inserts.insert(("taken" if i == 7 else f"row-{i}", i))
+        except sqlite3.IntegrityError as exc:
+            errors[i] = exc
+
+    threads = [threading.Thread(target=insert, args=(i,)) for i in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert list(errors) == [7]
+    count = db.reader().execute("SELECT COUNT(*) FROM t").fetchone()[0]
+    assert count == 32  # "taken" once, and the 31 others
+    with pytest.raises(sqlite3.IntegrityError):
+        inserts.insert(("taken", 1))  # alone, the error is its own
+    db.close()
+
+
+def test_the_store_keeps_a_jobs_status_and_record(tmp_path: Path) -> None:
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    made = job(1)
+    store.insert(made)
+    made.move_to(JobStatus.RUNNING)
+    store.update(made)
+    store.close()
+    again = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    read = again.get(made.id)
+    assert read is not None
+    assert read.status is JobStatus.RUNNING
+    assert read.params == {"color": 1}
+    assert [j.id for j in again.unfinished()] == [made.id]
+    again.close()
