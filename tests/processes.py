@@ -36,8 +36,9 @@ class GatewayProcess:
         data_dir: Path,
         log: Path,
         env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self._log = log.open("ab")

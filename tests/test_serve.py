@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from comfygate.sdk import Client
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.helpers import parse_sse, wait_for
 from tests.processes import GatewayProcess, free_port
@@ -157,3 +158,36 @@ def test_sigterm_answers_waiting_requests_and_ends_event_streams(tmp_path: Path)
                 assert wait_for(succeeded, 30)
         finally:
             again.stop()
+
+
+def test_the_sdk_follows_a_generation_across_a_gateway_restart(tmp_path: Path) -> None:
+    """A rolling restart loses no work: Client.generate, interrupted by the stop, follows
+    its job to the next gateway on the same address and returns the image."""
+    with FakeComfyUI() as fake:
+        fake.hold()
+        data, port = tmp_path / "data", free_port()
+        first = GatewayProcess(fake.url, data, tmp_path / "gw1.log", port=port)
+        result: dict[str, Any] = {}
+
+        def generate() -> None:
+            with Client(first.url, timeout=10) as client:
+                try:
+                    result["png"] = client.generate("solid", width=9, height=9)
+                except Exception as exc:  # the assertion below shows it
+                    result["error"] = exc
+
+        thread = threading.Thread(target=generate)
+        thread.start()
+        assert wait_for(lambda: len(fake.submissions) == 1, 30)
+        first.proc.send_signal(signal.SIGTERM)
+        first.proc.wait(30)
+        first.stop()
+        second = GatewayProcess(fake.url, data, tmp_path / "gw2.log", port=port)
+        try:
+            fake.release()
+            thread.join(60)
+        finally:
+            second.stop()
+        assert "error" not in result, result
+        assert result["png"].startswith(b"\x89PNG")
+        assert len(fake.submissions) == 1  # the same job, finished once

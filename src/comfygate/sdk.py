@@ -617,12 +617,24 @@ class Client:
     ) -> bytes:
         """Run a template and return its one output file's bytes. Parameters come as
         keywords (``prompt="a cat"``) or as a mapping (for names that are not identifiers).
-        Raises :class:`MultipleOutputsError` when the job made several files."""
-        resp = self._send(
-            "POST",
-            "/v1/generate",
-            **self._generate_args(template, params, timeout_s, cache, kwargs),
-        )
+        Raises :class:`MultipleOutputsError` when the job made several files.
+
+        If the gateway stops while this waits (a restart: 503 naming the job), the job goes
+        on, and so does this call: it follows the job (reconnecting while the gateway
+        restarts) and returns its file."""
+        started = time.monotonic()
+        try:
+            resp = self._send(
+                "POST",
+                "/v1/generate",
+                **self._generate_args(template, params, timeout_s, cache, kwargs),
+            )
+        except BackendUnavailableError as exc:
+            job = self._follow(exc, timeout_s, started)
+            if len(job.outputs) != 1:
+                raise MultipleOutputsError(job) from None
+            with self._send("GET", self._own_path(job.outputs[0].url)) as resp:
+                return resp.content
         with resp:
             if resp.headers.get("Content-Type", "").startswith("application/json"):
                 raise MultipleOutputsError(Job.from_dict(resp.json()))
@@ -637,10 +649,24 @@ class Client:
         cache: bool = True,
         **kwargs: Any,
     ) -> Job:
-        """Run a template, wait for it, and return the job object (outputs as URLs)."""
+        """Run a template, wait for it, and return the job object (outputs as URLs). Like
+        :meth:`generate`, follows the job if the gateway stops meanwhile."""
+        started = time.monotonic()
         args = self._generate_args(template, params, timeout_s, cache, kwargs)
         args["headers"] = {"Accept": "application/json"}
-        return Job.from_dict(self._json("POST", "/v1/generate", **args))
+        try:
+            return Job.from_dict(self._json("POST", "/v1/generate", **args))
+        except BackendUnavailableError as exc:
+            return self._follow(exc, timeout_s, started)
+
+    def _follow(self, exc: BackendUnavailableError, timeout_s: float | None, started: float) -> Job:
+        """The end of the job a 503 names (the gateway stopped while the request waited), as
+        the synchronous call would have given it; ``exc`` itself if it names none."""
+        if exc.job_id is None:
+            raise exc
+        limit = timeout_s if timeout_s is not None else DEFAULT_GENERATE_WAIT_S
+        remaining = max(0.0, limit - (time.monotonic() - started))
+        return self.wait(exc.job_id, timeout_s=remaining).raise_for_status()
 
     def _generate_args(
         self,

@@ -457,7 +457,7 @@ class JobService:
                     job = self.get(job_id)
                 elif kind == CLOSING:
                     raise GatewayStopping(
-                        "the gateway is stopping; the job goes on: ask GET /v1/jobs/{id} "
+                        f"the gateway is stopping; the job goes on: ask GET /v1/jobs/{job_id} "
                         "in a moment",
                         {"job_id": job_id},
                     )
