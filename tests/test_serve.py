@@ -191,3 +191,25 @@ def test_the_sdk_follows_a_generation_across_a_gateway_restart(tmp_path: Path) -
         assert "error" not in result, result
         assert result["png"].startswith(b"\x89PNG")
         assert len(fake.submissions) == 1  # the same job, finished once
+
+
+def test_a_second_gateway_on_the_same_data_dir_refuses_to_start(tmp_path: Path) -> None:
+    """Two gateways on one DATA_DIR would both take back its jobs (and share one ComfyUI
+    client id): the second stops with one line; once the first is gone, it starts."""
+    with FakeComfyUI() as fake:
+        data = tmp_path / "data"
+        first = GatewayProcess(fake.url, data, tmp_path / "gw1.log")
+        try:
+            proc = serve("--port", str(free_port()), "--backend", fake.url, "--data-dir", str(data))
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 2
+            lines = [line for line in err.splitlines() if line.strip()]
+            assert len(lines) == 1, err
+            assert "in use by another running gateway" in lines[0]
+            assert f"pid {first.proc.pid}" in lines[0]
+        finally:
+            first.kill()  # however it ends, the claim ends with it
+            first.stop()
+        again = GatewayProcess(fake.url, data, tmp_path / "gw2.log")
+        again.stop()
+        assert again.proc.returncode == 0

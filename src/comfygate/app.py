@@ -57,7 +57,11 @@ def create_app(
         raise
     app.after_request(_after)
     if start:
-        gateway.start()
+        try:
+            gateway.start()
+        except BaseException:
+            gateway.stop()  # what did start (the store, a claim on DATA_DIR, ...) ends
+            raise
     return app
 
 

@@ -7,13 +7,16 @@ reverse, so a test can start a gateway, stop it, and leave no thread or process 
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import uuid
 from pathlib import Path
+from typing import IO
 
 from comfygate.backends.pool import BackendPool
 from comfygate.comfy.local import LocalComfyUI, LocalComfyUIConfig
-from comfygate.config import Settings, prepare_data_dir
+from comfygate.config import ConfigError, Settings, prepare_data_dir
 from comfygate.jobs.cache import ResultCache
 from comfygate.jobs.service import JobService, ServiceOptions
 from comfygate.jobs.store import SQLiteJobStore
@@ -24,6 +27,30 @@ from comfygate.templates import TemplateRegistry
 from comfygate.templates.limits import CostLimits
 
 log = logging.getLogger(__name__)
+
+
+def claim_data_dir(data_dir: Path) -> IO[str]:
+    """An exclusive claim on DATA_DIR for this process, held until the returned file is
+    closed (or the process ends, however it ends). Two gateways on one DATA_DIR would both
+    take back its unfinished jobs and share one ComfyUI client id, so each would submit jobs
+    twice and take the other's websocket events: the second one refuses to start."""
+    path = data_dir / "gateway.lock"
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise ConfigError(
+            f"DATA_DIR {data_dir} is in use by another running gateway (pid {holder}); "
+            "give each gateway its own DATA_DIR"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 class Gateway:
@@ -50,9 +77,11 @@ class Gateway:
         self.metrics = Metrics()
         self.pool: BackendPool | None = None
         self.jobs: JobService | None = None
+        self._lock: IO[str] | None = None
         self.started = False
 
     def start(self) -> None:
+        self._lock = claim_data_dir(self.data_dir)
         specs = list(self.settings.backends)
         if self.local is not None:
             log.info("starting the local ComfyUI (first start takes a few seconds)")
@@ -133,5 +162,9 @@ class Gateway:
         if self.local is not None:
             self.local.stop()
         self.store.close()
+        if self._lock is not None:
+            self._lock.close()  # releases the claim on DATA_DIR
+            self._lock = None
+        if self.started:
+            log.info("gateway stopped")
         self.started = False
-        log.info("gateway stopped")
