@@ -335,3 +335,24 @@ def test_an_idempotent_replay_of_a_cached_request_leaves_no_files_behind(
     outputs = app.extensions["comfygate"].jobs.storage.root
     jobs = {j["id"] for j in body(client.get("/v1/jobs"))["jobs"]}
     assert {d.name for d in outputs.iterdir()} == jobs
+
+
+def test_cached_results_are_served_while_every_backend_is_down(
+    fake: FakeComfyUI, make_app: MakeApp
+) -> None:
+    client = make_app([fake.url]).test_client()
+    first = generate(client, SEEDED)  # txt2img, its checkpoint the backend's default
+    solid = generate(client, {"template": "solid", "width": 8, "height": 8})
+    fake.stop()
+    assert wait_for(lambda: client.get("/readyz").status_code == 503)
+
+    again = generate(client, SEEDED)
+    assert again.data == first.data
+    assert body(client.get(f"/v1/jobs/{again.headers['X-Job-Id']}"))["cached"] is True
+    assert generate(client, {"template": "solid", "width": 8, "height": 8}).data == solid.data
+    # What the cache cannot answer is a 503, as before; a bad request is still a 400.
+    for payload in ({**SEEDED, "seed": 8}, {**SEEDED, "cache": False}, {"prompt": "x"}):
+        resp = client.post("/v1/generate", json=payload)
+        assert resp.status_code == 503, payload
+        assert body(resp)["error"]["code"] == "backend_unavailable"
+    assert client.post("/v1/generate", json={**SEEDED, "steps": 0}).status_code == 400

@@ -104,12 +104,19 @@ def test_all_real_backends_down(
 ) -> None:
     client = make_app([fresh_comfyui.url, bare_comfyui.url]).test_client()
     assert client.get("/readyz").status_code == 200
+    cached = {"template": "solid", "color": 3, "width": 16, "height": 16}
+    before = client.post("/v1/generate", json=cached)
+    assert before.status_code == 200
     fresh_comfyui.stop()
     bare_comfyui.stop()
     assert wait_for(lambda: client.get("/readyz").status_code == 503, 30)
     resp = client.post("/v1/generate", json={"template": "solid"})
     assert resp.status_code == 503
     assert resp.headers["Retry-After"]
+    # What the cache holds is still answered.
+    again = client.post("/v1/generate", json=cached)
+    assert again.status_code == 200
+    assert again.data == before.data
 
 
 def test_cache_hit_sends_nothing_to_comfyui(make_app: MakeApp, real_comfyui: LocalComfyUI) -> None:

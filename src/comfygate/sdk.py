@@ -857,23 +857,25 @@ class Client:
         self, output: Output | Mapping[str, Any] | str, path: str | os.PathLike[str]
     ) -> Path:
         """Stream an output (an :class:`Output`, its dict, or its URL) to ``path``; returns the
-        path. Written to a temporary name first, so a failure leaves no half file."""
+        path. Written to a temporary name first, so a failure leaves no half file; a path that
+        cannot be written fails before anything is asked of the gateway."""
         url = output.url if isinstance(output, Output) else output
         if isinstance(url, Mapping):
             url = str(url.get("url", ""))
         request_path = self._own_path(url)
         target = Path(path)
         partial = target.with_name(target.name + ".part")
-        resp = self._send("GET", request_path, stream=True)
-        with resp:
+        with partial.open("wb") as fh:
             try:
-                with partial.open("wb") as fh:
+                with self._send("GET", request_path, stream=True) as resp:
                     for chunk in resp.iter_content(chunk_size=64 * 1024):
                         fh.write(chunk)
             except requests.RequestException as exc:
+                fh.close()
                 partial.unlink(missing_ok=True)
                 raise self._lost(exc, request_path, self.timeout) from exc
             except BaseException:
+                fh.close()
                 partial.unlink(missing_ok=True)
                 raise
         partial.replace(target)

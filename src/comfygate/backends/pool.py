@@ -369,12 +369,15 @@ class BackendPool:
                 except BackendUnavailable as exc:
                     self.report_failure(backend, exc)
 
-    def model_choices(self) -> dict[str, list[str]]:
+    def model_choices(self, *, last_known: bool = False) -> dict[str, list[str]]:
+        """The model files usable backends offer, by folder. ``last_known``: what every
+        backend offered when last seen, usable or not (to answer from the cache while none
+        is up, with the defaults a request would have had)."""
         out: dict[str, list[str]] = {}
         for folder in MODEL_INPUTS:
             names: set[str] = set()
             for backend in self.backends.values():
-                if backend.usable:
+                if backend.usable or last_known:
                     names.update(backend.model_choices(folder))
             out[folder] = sorted(names)
         return out

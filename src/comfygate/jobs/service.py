@@ -238,11 +238,18 @@ class JobService:
         template = self.templates.get(template_name)
         given = validate_params(template, raw_params)
         names = _image_names(template, given, images or {})
-        if not self.pool.any_healthy():
-            raise BackendUnavailable("no ComfyUI backend is available right now")
-        values = resolve_params(template, given, self.pool.model_choices())
+        # With no backend up, a request the cache can answer is still answered: its values
+        # are resolved with what the backends offered when last seen. Anything else is a 503
+        # (here, or in _bind for a cache miss).
+        down = not self.pool.any_healthy()
+        try:
+            values = resolve_params(template, given, self.pool.model_choices(last_known=down))
+            self._check_models(template, given, last_known=down)
+        except ValidationFailed:
+            if down:  # no model to default to, or none named: for want of a backend
+                raise BackendUnavailable("no ComfyUI backend is available right now") from None
+            raise
         self.options.limits.check(values)
-        self._check_models(template, given)
         job = Job(
             id=uuid.uuid4().hex,
             template=template.name,
@@ -405,16 +412,19 @@ class JobService:
             self.inputs.save(job.id, checked.filename(), [checked.data])
         return self.enqueue(job, cache=False)
 
-    def _check_models(self, template: Template, given: dict[str, Any]) -> None:
+    def _check_models(
+        self, template: Template, given: dict[str, Any], *, last_known: bool = False
+    ) -> None:
         """A model a request names must exist on some backend: a 400 naming the field is
         more use than a 503. One refresh first, for a file dropped in a moment ago."""
         for name, param in template.parameters.items():
             if not param.model_folder or name not in given:
                 continue
-            if given[name] in self.pool.model_choices().get(param.model_folder, []):
+            choices = self.pool.model_choices(last_known=last_known)
+            if given[name] in choices.get(param.model_folder, []):
                 continue
             self.pool.refresh_object_info()
-            available = self.pool.model_choices().get(param.model_folder, [])
+            available = self.pool.model_choices(last_known=last_known).get(param.model_folder, [])
             if given[name] not in available:
                 shown = ", ".join(available[:10]) or "none"
                 raise ValidationFailed(
