@@ -427,6 +427,19 @@ class _Managed:
         self.stop()
 
 
+class _Piped(_Managed):
+    """A child driven over its stdin: closing it asks the child to end, before a signal."""
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        proc = self.proc
+        if proc is not None and proc.stdin is not None and proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+        super().stop(timeout_s)
+
+
 class Gateway(_Managed):
     """The gateway as its users run it: ``comfygate serve`` in a child process.
 
@@ -502,7 +515,7 @@ class Gateway(_Managed):
         return rss_kib(self.pid)
 
 
-class Fakes(_Managed):
+class Fakes(_Piped):
     """Fake ComfyUIs in a child process (``python -m bench.fakes``), so the fakes' work does
     not share a GIL with the load generator. Commands: ``hold``, ``release``, ``stats``."""
 
@@ -551,15 +564,6 @@ class Fakes(_Managed):
         if not line:
             raise RuntimeError(f"fakes did not answer {cmd!r}:\n{self.log_tail()}")
         return json.loads(line)
-
-    def stop(self, timeout_s: float = 3.0) -> None:
-        proc = self.proc
-        if proc is not None and proc.stdin is not None and proc.poll() is None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-        super().stop(timeout_s)
 
 
 def _readline(stream: IO[bytes], timeout_s: float) -> str:
@@ -655,7 +659,7 @@ class PeerProxy(_Managed):
         return self
 
 
-class PeerClient(_Managed):
+class PeerClient(_Piped):
     """``bench/peer_driver.py`` in the peer's venv: comfy-sdk, one job per request line."""
 
     def __init__(self, proxy_url: str, work_dir: Path) -> None:
@@ -681,15 +685,6 @@ class PeerClient(_Managed):
             raise RuntimeError(f"peer driver did not answer:\n{self.log_tail()}")
         result: dict[str, Any] = json.loads(line)
         return result
-
-    def stop(self, timeout_s: float = 3.0) -> None:
-        proc = self.proc
-        if proc is not None and proc.stdin is not None and proc.poll() is None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
-        super().stop(timeout_s)
 
 
 @contextlib.contextmanager

@@ -311,6 +311,18 @@ def _multipart(images: list[str]) -> dict[str, Any]:
 # --- operations -----------------------------------------------------------------------------
 
 
+def _request_content(
+    body_schema: str, examples: dict[str, Any], images: list[str] | None
+) -> dict[str, Any]:
+    """A JSON body, and a multipart one for templates with image parameters."""
+    content: dict[str, Any] = {
+        "application/json": {"schema": ref(body_schema), "examples": examples}
+    }
+    if images is not None:
+        content["multipart/form-data"] = _multipart(images)
+    return content
+
+
 def _generate_op(
     operation_id: str,
     summary: str,
@@ -320,11 +332,7 @@ def _generate_op(
     params: list[Any],
     images: list[str] | None = None,
 ) -> dict[str, Any]:
-    content: dict[str, Any] = {
-        "application/json": {"schema": ref(body_schema), "examples": examples}
-    }
-    if images is not None:
-        content["multipart/form-data"] = _multipart(images)
+    content = _request_content(body_schema, examples, images)
     return {
         "tags": ["generate"],
         "operationId": operation_id,
@@ -366,11 +374,7 @@ def _submit_op(
     params: list[Any],
     images: list[str] | None = None,
 ) -> dict[str, Any]:
-    content: dict[str, Any] = {
-        "application/json": {"schema": ref(body_schema), "examples": examples}
-    }
-    if images is not None:
-        content["multipart/form-data"] = _multipart(images)
+    content = _request_content(body_schema, examples, images)
     return {
         "tags": ["jobs"],
         "operationId": operation_id,

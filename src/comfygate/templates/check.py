@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from comfygate.templates.model import Template
+from comfygate.templates.raw import is_link
 
 ProblemKind = Literal["node_type", "input", "model"]
 
@@ -40,10 +41,6 @@ class _Unknown:
 
 
 _UNKNOWN = _Unknown()
-
-
-def _is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
 
 
 def _declared_inputs(info: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
@@ -127,7 +124,7 @@ def check_template(template: Template, object_info: dict[str, Any]) -> list[Prob
                 )
                 continue
             value = values.get((node_id, name), workflow_value)
-            if value is _UNKNOWN or _is_link(value):
+            if value is _UNKNOWN or is_link(value):
                 continue
             options = combo_options(declared[name])
             if options is None or value in options:

@@ -54,6 +54,7 @@ from importlib import resources
 from typing import Any
 
 from comfygate.templates.model import SEED_MAX
+from comfygate.templates.raw import is_link
 from comfygate.templates.registry import TemplateError, parse_template
 
 EXPORT_HINT = (
@@ -154,16 +155,6 @@ def _is_node(value: Any) -> bool:
     )
 
 
-def _is_link(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and isinstance(value[1], int)
-        and not isinstance(value[1], bool)
-    )
-
-
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -210,7 +201,7 @@ def _api_graph(data: Any, object_info: dict[str, Any] | None, notes: list[str]) 
     graph: dict[str, Any] = copy.deepcopy({str(k): v for k, v in data.items()})
     for node_id, node in graph.items():
         for input_name, value in node["inputs"].items():
-            if _is_link(value) and value[0] not in graph:
+            if is_link(value) and value[0] not in graph:
                 notes.append(
                     f"node {node_id} ({node['class_type']}) input {input_name!r} is linked to "
                     f"node {value[0]}, which the workflow does not have: ComfyUI will refuse it"
@@ -609,7 +600,7 @@ class _Inference:
         seen: set[tuple[str, int]] = set()
         while queue:
             link = queue.popleft()
-            if not _is_link(link) or (link[0], link[1]) in seen or link[0] not in self.graph:
+            if not is_link(link) or (link[0], link[1]) in seen or link[0] not in self.graph:
                 continue
             seen.add((link[0], link[1]))
             node = self.graph[link[0]]
@@ -625,7 +616,7 @@ class _Inference:
                 continue
             if class_type in _TEXT_DISCARDING:
                 continue
-            if _is_link(inputs.get("positive")) and _is_link(inputs.get("negative")):
+            if is_link(inputs.get("positive")) and is_link(inputs.get("negative")):
                 side = {0: "positive", 1: "negative"}.get(link[1])
                 if side is not None:
                     queue.append(inputs[side])
@@ -677,7 +668,7 @@ class _Inference:
         feeding: Any = None
         if sampler_id is not None:
             feeding = self.graph[sampler_id]["inputs"].get("latent_image")
-        if _is_link(feeding) and feeding[0] in latents:
+        if is_link(feeding) and feeding[0] in latents:
             first: str = feeding[0]
             latents.remove(first)
             latents.insert(0, first)
@@ -822,7 +813,7 @@ class _Inference:
             self.notes.append(f"{label} is missing: no {base!r} parameter")
             return None
         value = node["inputs"][input_name]
-        if _is_link(value):
+        if is_link(value):
             self.notes.append(f"{label} comes from another node: no {base!r} parameter")
             return None
         return (value,)

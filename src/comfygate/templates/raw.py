@@ -513,7 +513,7 @@ def check_shape(workflow: Any) -> dict[str, dict[str, Any]]:
         }
     for node_id, node in graph.items():
         for name, value in node["inputs"].items():
-            if _is_link(value) and value[0] not in graph:
+            if is_link(value) and value[0] not in graph:
                 raise ValidationFailed(
                     f"node {node_id!r} input {name!r} links to node {value[0]!r}, "
                     "which the workflow does not have",
@@ -522,7 +522,8 @@ def check_shape(workflow: Any) -> dict[str, dict[str, Any]]:
     return graph
 
 
-def _is_link(value: Any) -> bool:
+def is_link(value: Any) -> bool:
+    """A link in an API-format graph: ``[source node id, output index]``."""
     return (
         isinstance(value, list)
         and len(value) == 2
