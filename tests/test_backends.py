@@ -191,9 +191,9 @@ def test_metrics(client: FlaskClient) -> None:
     text = client.get("/metrics").get_data(as_text=True)
     assert 'comfygate_http_requests_total{method="POST",route="/v1/jobs",status="202"} 1.0' in text
     assert 'route="/v1/jobs/<job_id>",status="404"' in text
-    assert 'comfygate_jobs_finished_total{status="succeeded"} 1.0' in text
-    assert "comfygate_job_queue_wait_seconds_count 1.0" in text
-    assert "comfygate_job_execution_seconds_count 1.0" in text
-    assert "comfygate_job_output_transfer_seconds_count 1.0" in text
+    assert 'comfygate_jobs_finished_total{status="succeeded",template="solid"} 1.0' in text
+    assert 'comfygate_job_queue_wait_seconds_count{template="solid"} 1.0' in text
+    assert 'comfygate_job_execution_seconds_count{template="solid"} 1.0' in text
+    assert 'comfygate_job_output_transfer_seconds_count{template="solid"} 1.0' in text
     assert 'comfygate_backend_up{backend="127.0.0.1:' in text
     assert "comfygate_jobs_waiting 0.0" in text

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 from flask_cors import CORS
 
-from comfygate import api, logs
+from comfygate import access_log, api, logs, proxy
 from comfygate.config import ConfigError, Settings, load_settings
 from comfygate.gateway import Gateway
 from comfygate.keys import KeyRing, KeySpecError
@@ -56,6 +56,9 @@ def create_app(
         gateway.stop()  # nothing started yet: this closes the job store
         raise
     app.after_request(_after)
+    if settings.access_log:
+        access_log.init_app(app)
+    proxy.init_app(app, settings.trusted_proxies)
     if start:
         try:
             gateway.start()

@@ -7,6 +7,7 @@ with a line saying what it is for. Knows nothing of Flask.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tomllib
@@ -40,7 +41,7 @@ class Settings(BaseModel):
     local_comfyui: bool = Field(False, description="also run the managed local ComfyUI")
     comfyui_home: Path = Field(
         Path.home() / ".cache" / "comfygate" / "comfyui",
-        description="where scripts/setup-comfyui.sh installed the local ComfyUI",
+        description="where `comfygate comfyui install` installed the local ComfyUI",
     )
     models_dir: Path | None = Field(
         None,
@@ -52,8 +53,8 @@ class Settings(BaseModel):
     )
 
     # Where the gateway listens. 8288, never ComfyUI's 8188.
-    host: str = "127.0.0.1"
-    port: int = Field(8288, ge=1, le=65535)
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8288, ge=1, le=65535, description="port to listen on")
     # Every waiting request and event stream holds a thread: 1,024 held 1,000 waiting clients
     # at about 15 MiB idle, where 64 made even /healthz wait (docs/BENCHMARKS.md).
     threads: int = Field(1024, ge=1, le=10_000, description="WSGI worker threads")
@@ -65,7 +66,7 @@ class Settings(BaseModel):
         description="per-template default overrides, e.g. {txt2img = {steps = 8}} in TOML "
         "or JSON in the environment",
     )
-    default_template: str = "txt2img"
+    default_template: str = Field("txt2img", description="used when a request names none")
 
     request_timeout_s: float = Field(300.0, gt=0, description="longest synchronous wait")
     poll_interval_s: float = Field(1.0, gt=0, description="/history polling when the ws is down")
@@ -103,9 +104,9 @@ class Settings(BaseModel):
         description="HMAC-SHA256 key for X-ComfyGate-Signature; default: generated once "
         "and kept in DATA_DIR/webhook-secret",
     )
-    webhook_max_attempts: int = Field(5, ge=1, le=50)
+    webhook_max_attempts: int = Field(5, ge=1, le=50, description="deliveries of one webhook")
     webhook_backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles")
-    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_timeout_s: float = Field(10.0, gt=0, description="one webhook delivery")
     webhook_allow_private: bool = Field(
         False, description="allow webhooks to loopback/private addresses (local development)"
     )
@@ -117,8 +118,8 @@ class Settings(BaseModel):
         description="API keys, one per line, optionally `key:scope1,scope2`; re-read when "
         "it changes",
     )
-    cors_origins: CsvList = Field(default_factory=list)
-    max_body_mb: float = Field(20.0, gt=0)
+    cors_origins: CsvList = Field(default_factory=list, description="allowed CORS origins")
+    max_body_mb: float = Field(20.0, gt=0, description="larger request bodies get 413")
     max_json_depth: int = Field(64, ge=2, le=10_000, description="nesting of a JSON body")
     max_json_values: int = Field(
         100_000, ge=100, description="arrays, objects and elements in one JSON body"
@@ -161,8 +162,21 @@ class Settings(BaseModel):
         description="a Redis server the replicas share (redis://[:password@]host:6379/0, "
         "rediss:// for TLS); today it holds the rate-limit counters",
     )
-    log_format: Literal["text", "json"] = "text"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per line"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="the least severe level logged"
+    )
+    # Behind a reverse proxy (docs/DEPLOY.md): X-Forwarded-* are believed only from this many.
+    trusted_proxies: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="reverse proxies in front that append to X-Forwarded-For/-Proto/-Host/"
+        "-Prefix; 0: those headers are ignored",
+    )
+    access_log: bool = Field(True, description="one log line per HTTP request")
 
     @field_validator("backends")
     @classmethod
@@ -278,18 +292,90 @@ def load_settings(
     environ: dict[str, str] | None = None,
 ) -> Settings:
     """Merge the sources in order of precedence and validate once."""
+    return load_settings_with_sources(config_file, overrides, environ)[0]
+
+
+def load_settings_with_sources(
+    config_file: Path | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> tuple[Settings, dict[str, str]]:
+    """The settings, and where each one came from: ``flag``, ``env COMFYGATE_X``,
+    ``file PATH`` or ``default`` (what ``comfygate config`` shows)."""
     env = dict(os.environ if environ is None else environ)
     if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
         config_file = env[ENV_PREFIX + "CONFIG"]
     merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     if config_file is not None:
-        merged.update(_from_file(Path(config_file)))
-    merged.update(_from_env(env))
-    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        from_file = _from_file(Path(config_file))
+        merged.update(from_file)
+        sources.update(dict.fromkeys(from_file, f"file {config_file}"))
+    from_env = _from_env(env)
+    merged.update(from_env)
+    sources.update({name: f"env {ENV_PREFIX}{name.upper()}" for name in from_env})
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    merged.update(flags)
+    sources.update(dict.fromkeys(flags, "flag"))
     try:
-        return Settings.model_validate(merged)
+        settings = Settings.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
+    return settings, {name: sources.get(name, "default") for name in Settings.model_fields}
+
+
+# COMFYGATE_* variables that are not settings: the config file, and the client commands'.
+OTHER_VARIABLES = frozenset({"CONFIG", "SERVER", "API_KEY"})
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """One warning per ``COMFYGATE_*`` variable that is no setting (a typo is otherwise
+    silently ignored: ``COMFYGATE_BACKEND=...`` would start the local ComfyUI instead),
+    naming the likely intended one."""
+    env = os.environ if environ is None else environ
+    known = {name.upper() for name in Settings.model_fields} | OTHER_VARIABLES
+    warnings = []
+    for key in sorted(env):
+        name = key.removeprefix(ENV_PREFIX)
+        if not key.startswith(ENV_PREFIX) or name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+        warnings.append(f"{key} is not a ComfyGate setting and is ignored{hint}")
+    return warnings
+
+
+# Shown masked by `comfygate config`; URLs are shown without their password.
+SECRET_SETTINGS = frozenset({"api_keys", "webhook_secret"})
+_URL_SETTINGS = frozenset({"redis_url", "rate_limit_storage_uri"})
+
+
+def without_password(uri: str) -> str:
+    """``uri`` with its password (``redis://:secret@host``) replaced by ``***``."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    user = f"{parts.username}:" if parts.username else ":"
+    return parts._replace(netloc=f"{user}***@{parts.netloc.rpartition('@')[2]}").geturl()
+
+
+def shown_value(settings: Settings, name: str) -> str:
+    """A setting's value as an operator may see it: secrets masked, lists comma-separated."""
+    value = getattr(settings, name)
+    if value is None or value == [] or value == {}:
+        return "unset"
+    if name in SECRET_SETTINGS:
+        count = len(value) if isinstance(value, list) else 1
+        return f"*** ({count} key{'s' if count != 1 else ''})" if name == "api_keys" else "***"
+    if name in _URL_SETTINGS:
+        return without_password(str(value))
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -134,6 +134,15 @@ class Gateway:
         self.jobs.start()
         self.started = True
         log.info("gateway started with %d backend(s)", len(specs))
+        for backend in self.pool.backends.values():
+            if not backend.usable:
+                # Probed once already (pool.start): say so now, not at the first job.
+                log.warning(
+                    "backend %s does not answer at start (%s); it gets no jobs until it does",
+                    backend.name,
+                    backend.last_error or "no answer",
+                    extra={"backend": backend.name},
+                )
 
     def _client_id(self) -> str:
         """The id this gateway gives ComfyUI, kept in DATA_DIR so it survives restarts."""

@@ -15,6 +15,7 @@ import atexit
 import json
 import logging
 import queue
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -34,7 +35,8 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id_var.get()
+        if not hasattr(record, "request_id"):  # unless given with extra=
+            record.request_id = request_id_var.get()
         return True
 
 
@@ -57,15 +59,51 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+# Control characters (C0, DEL, C1) and Unicode line breaks: in a text log, each is written as
+# an escape, so a value echoed from a request cannot end a line and start a forged one.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape(text: str) -> str:
+    """``text`` on one line: control characters as ``\\n``, ``\\r``, ``\\t``, ``\\x1b``..."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m[0]) or f"\\x{ord(m[0]):02x}", text)
+
+
+def _value(value: object) -> str:
+    """A ``key=value`` field's value, escaped, and quoted (logfmt) if it has a space."""
+    text = escape(str(value))
+    if not text or any(c in text for c in ' "='):
+        return '"' + text.replace('"', '\\"') + '"'
+    return text
+
+
 class TextFormatter(logging.Formatter):
+    """One line per record: ``time LEVEL logger: message request_id=... key=value...``.
+
+    Message and values are escaped (``escape``); a traceback follows on lines indented by two
+    spaces, so a line that starts at the margin is always a record's first line."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        extra = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        rid = getattr(record, "request_id", "-")
-        return f"{line} request_id={rid}" + (f" {extra}" if extra else "")
+        record.message = escape(record.getMessage())
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        extra = " ".join(f"{k}={_value(v)}" for k, v in _fields(record).items())
+        rid = _value(getattr(record, "request_id", "-"))
+        line = f"{line} request_id={rid}" + (f" {extra}" if extra else "")
+        trailer = []
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            trailer.append(record.exc_text)
+        if record.stack_info:
+            trailer.append(self.formatStack(record.stack_info))
+        for block in trailer:
+            line += "".join(f"\n  {escape(part)}" for part in block.splitlines())
+        return line
 
 
 class _Handoff(QueueHandler):

@@ -7,9 +7,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from comfygate import __version__
+from comfygate.backends.pool import Health
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -24,8 +35,15 @@ class _PoolCollector(Collector):
         self._queued = queued
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        # One series per backend whatever its state (a label that changes would start a new
+        # series on every change); the state itself is comfygate_backend_status.
         up = GaugeMetricFamily(
-            "comfygate_backend_up", "1 while the backend is usable", labels=["backend", "status"]
+            "comfygate_backend_up", "1 while the backend is usable", labels=["backend"]
+        )
+        state = GaugeMetricFamily(
+            "comfygate_backend_status",
+            "1 for the backend's current health state, 0 for the others",
+            labels=["backend", "status"],
         )
         in_flight = GaugeMetricFamily(
             "comfygate_backend_jobs_in_flight",
@@ -43,7 +61,9 @@ class _PoolCollector(Collector):
             labels=["backend"],
         )
         for b in self._snapshot():
-            up.add_metric([b["name"], b["status"]], 0.0 if b["status"] == "unhealthy" else 1.0)
+            up.add_metric([b["name"]], 0.0 if b["status"] == "unhealthy" else 1.0)
+            for health in Health:
+                state.add_metric([b["name"], health.value], float(b["status"] == health.value))
             in_flight.add_metric([b["name"]], b["jobs_in_flight"])
             queue.add_metric([b["name"]], b["queue_length"])
             if b["latency_ms"] is not None:
@@ -52,13 +72,18 @@ class _PoolCollector(Collector):
             "comfygate_jobs_waiting", "jobs waiting in the gateway for a backend"
         )
         queued.add_metric([], self._queued())
-        yield from (up, in_flight, queue, latency, queued)
+        yield from (up, state, in_flight, queue, latency, queued)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # What a default prometheus_client registry has: process_* (CPU, memory, open fds,
+        # start time) and python_info; and which version runs.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        Info("comfygate_build", "the running ComfyGate", registry=r).info({"version": __version__})
         self.requests = Counter(
             "comfygate_http_requests", "HTTP requests", ["route", "method", "status"], registry=r
         )
@@ -70,23 +95,26 @@ class Metrics:
             registry=r,
         )
         self.jobs_finished = Counter(
-            "comfygate_jobs_finished", "jobs by end state", ["status"], registry=r
+            "comfygate_jobs_finished", "jobs by end state", ["template", "status"], registry=r
         )
         self.queue_wait = Histogram(
             "comfygate_job_queue_wait_seconds",
             "from creation until ComfyUI started the job",
+            ["template"],
             buckets=JOB_BUCKETS,
             registry=r,
         )
         self.execution = Histogram(
             "comfygate_job_execution_seconds",
             "from ComfyUI's start until it finished",
+            ["template"],
             buckets=JOB_BUCKETS,
             registry=r,
         )
         self.transfer = Histogram(
             "comfygate_job_output_transfer_seconds",
             "fetching and storing the outputs",
+            ["template"],
             buckets=JOB_BUCKETS,
             registry=r,
         )

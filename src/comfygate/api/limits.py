@@ -7,8 +7,9 @@ to memory rather than failing every request, with a warning in the log, and goes
 the storage once it answers again (flask-limiter checks it in the background). Over the
 limit: 429 ``rate_limited`` in the API's error shape, with ``Retry-After`` in seconds.
 
-Behind a reverse proxy every request comes from the proxy's address: with keys off, the
-limit is then shared by all clients (docs/SECURITY.md says how to deal with that).
+Behind a reverse proxy every request comes from the proxy's address, unless
+``TRUSTED_PROXIES`` says how many proxies append to ``X-Forwarded-For`` (the app factory then
+takes the client address from it, werkzeug's ProxyFix; never otherwise).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import logging
 import math
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
@@ -26,6 +26,7 @@ from limits.errors import ConfigurationError
 from comfygate.api import auth
 from comfygate.api.errors import error_response
 from comfygate.config import ConfigError, Settings
+from comfygate.config import without_password as redacted
 
 EXTENSION = "comfygate.limiter"
 # A Redis that does not answer must not hold a request for the TCP timeout (minutes): the
@@ -33,16 +34,6 @@ EXTENSION = "comfygate.limiter"
 REDIS_TIMEOUT_S = 1.0
 
 log = logging.getLogger(__name__)
-
-
-def redacted(uri: str) -> str:
-    """``uri`` without its password, for the log (``redis://:secret@host`` carries one)."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    user = f"{parts.username}:" if parts.username else ":"
-    netloc = f"{user}***@{parts.netloc.rpartition('@')[2]}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _key() -> str:

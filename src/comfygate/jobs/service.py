@@ -321,8 +321,8 @@ class JobService:
         job.started_at = job.created_at
         job.move_to(JobStatus.SUCCEEDED)
         self.store.insert(job)
-        self.metrics.jobs_finished.labels(JobStatus.SUCCEEDED.value).inc()
-        log.info("answered from the cache", extra={"job_id": job.id})
+        self.metrics.jobs_finished.labels(job.template, JobStatus.SUCCEEDED.value).inc()
+        log.info("answered from the cache", extra={"job_id": job.id, "template": job.template})
         if job.webhook_url and self.webhooks is not None:
             job.webhook = {"delivered": False, "attempts": 0, "last_error": None}
             self.store.update(job)
@@ -892,11 +892,25 @@ class JobService:
             return sum(1 for j in self._live.values() if j.prompt_id is None)
 
     def _observe_timings(self, job: Job, executed_at: float) -> None:
+        """A succeeded job's three durations, in the metrics and on one log line."""
+        timings: dict[str, float] = {}
         if job.started_at is not None:
-            self.metrics.queue_wait.observe(job.started_at - job.created_at)
-            self.metrics.execution.observe(max(0.0, executed_at - job.started_at))
+            timings["queue_wait_s"] = job.started_at - job.created_at
+            timings["execution_s"] = max(0.0, executed_at - job.started_at)
+            self.metrics.queue_wait.labels(job.template).observe(timings["queue_wait_s"])
+            self.metrics.execution.labels(job.template).observe(timings["execution_s"])
         if job.finished_at is not None:
-            self.metrics.transfer.observe(max(0.0, job.finished_at - executed_at))
+            timings["transfer_s"] = max(0.0, job.finished_at - executed_at)
+            self.metrics.transfer.labels(job.template).observe(timings["transfer_s"])
+        log.info(
+            "job timings",
+            extra={
+                "job_id": job.id,
+                "template": job.template,
+                "backend": job.backend,
+                **{name: round(value, 3) for name, value in timings.items()},
+            },
+        )
 
     def _finish(
         self,
@@ -928,8 +942,13 @@ class JobService:
             self._by_prompt.pop(job.prompt_id, None)
         if release and was_on_backend:
             self.pool.release(job.backend)
-        self.metrics.jobs_finished.labels(status.value).inc()
-        log.info("job %s", status.value, extra={"job_id": job.id, "backend": job.backend})
+        self.metrics.jobs_finished.labels(job.template, status.value).inc()
+        took = {"duration_s": round(job.finished_at - job.created_at, 3)} if job.finished_at else {}
+        log.info(
+            "job %s",
+            status.value,
+            extra={"job_id": job.id, "template": job.template, "backend": job.backend, **took},
+        )
         public = job.public()
         self.events.publish(job.id, "status", public)
         self.events.publish(job.id, "done", public)

@@ -1,0 +1,46 @@
+"""Behind a reverse proxy (TRUSTED_PROXIES): X-Forwarded-* are believed only when the operator
+says how many proxies append to them; a client can never pick its own address otherwise."""
+
+from __future__ import annotations
+
+from flask.testing import FlaskClient
+
+from comfygate.testing.fake_comfyui import FakeComfyUI
+from tests.conftest import MakeApp
+
+PROXY = {"REMOTE_ADDR": "10.9.9.9"}  # where every request comes from: the proxy
+
+
+def get(client: FlaskClient, forwarded_for: str) -> int:
+    resp = client.get(
+        "/v1/templates", headers={"X-Forwarded-For": forwarded_for}, environ_base=PROXY
+    )
+    return resp.status_code
+
+
+def test_a_spoofed_forwarded_for_does_not_escape_a_per_address_limit(
+    fake: FakeComfyUI, make_app: MakeApp
+) -> None:
+    client = make_app([fake.url], rate_limit="2/minute").test_client()
+    assert [get(client, f"203.0.113.{i}") for i in range(3)] == [200, 200, 429]
+
+
+def test_with_a_trusted_proxy_each_client_has_its_own_limit(
+    fake: FakeComfyUI, make_app: MakeApp
+) -> None:
+    client = make_app([fake.url], rate_limit="2/minute", trusted_proxies=1).test_client()
+    assert [get(client, f"203.0.113.{i}") for i in range(3)] == [200, 200, 200]
+    assert [get(client, "203.0.113.50") for _ in range(3)] == [200, 200, 429]
+    # Only the last entry is the proxy's to vouch for: what the client put before it is not.
+    assert [get(client, f"198.51.100.{i}, 203.0.113.60") for i in range(3)] == [200, 200, 429]
+
+
+def test_a_forwarded_prefix_is_in_the_location_only_from_a_trusted_proxy(
+    fake: FakeComfyUI, make_app: MakeApp
+) -> None:
+    headers = {"X-Forwarded-Prefix": "/comfygate", "X-Forwarded-Proto": "https"}
+    for trusted, prefix in ((0, ""), (1, "/comfygate")):
+        client = make_app([fake.url], trusted_proxies=trusted).test_client()
+        resp = client.post("/v1/jobs", json={"template": "solid"}, headers=headers)
+        assert resp.status_code == 202
+        assert resp.headers["Location"] == f"{prefix}/v1/jobs/{resp.get_json()['id']}"
