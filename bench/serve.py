@@ -17,6 +17,7 @@ from waitress.server import create_server
 
 from comfygate.app import create_app
 from comfygate.config import load_settings
+from comfygate.serving import waitress_options
 
 
 def _value(text: str) -> Any:
@@ -50,7 +51,7 @@ def main() -> None:
     adjustments: dict[str, Any] = {
         "threads": settings.threads,
         "ident": "comfygate",
-        "channel_timeout": max(120, int(settings.request_timeout_s) + 30),
+        "channel_timeout": waitress_options(settings)["channel_timeout"],
     }
     for item in args.waitress:
         name, _, value = item.partition("=")
@@ -58,7 +59,7 @@ def main() -> None:
     server = create_server(app, host=settings.host, port=settings.port, **adjustments)
 
     def _graceful(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(0)  # as in cli.serve: waitress' run() shuts down on SystemExit
+        raise SystemExit(0)  # as in serving.run: waitress' run() shuts down on SystemExit
 
     signal.signal(signal.SIGTERM, _graceful)
     signal.signal(signal.SIGINT, _graceful)

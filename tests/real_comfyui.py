@@ -73,7 +73,7 @@ def comfyui_install() -> ComfyUIInstallPaths:
     if not checkpoint.is_file():
         pytest.fail(
             f"the random SD 1.5 test checkpoint {checkpoint} is missing; "
-            "run scripts/setup.sh (scripts/setup-comfyui.sh builds it)",
+            "run `comfygate comfyui install` (scripts/setup.sh does)",
             pytrace=False,
         )
     return ComfyUIInstallPaths(

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from comfygate.config import ConfigError, load_settings, prepare_data_dir
+from comfygate.config import (
+    SECRET_SETTINGS,
+    ConfigError,
+    Settings,
+    load_settings,
+    prepare_data_dir,
+    unknown_variables,
+)
 
 
 def test_defaults_match_the_contract() -> None:
@@ -88,3 +95,71 @@ def test_unwritable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
 def test_data_dir_is_created(tmp_path: Path) -> None:
     s = load_settings(overrides={"data_dir": str(tmp_path / "a" / "b")}, environ={})
     assert prepare_data_dir(s).is_dir()
+
+
+def test_every_setting_is_documented_and_has_a_flag_or_says_why_not() -> None:
+    """`serve --help` covers every setting: a flag with its meaning, variable and default,
+    or (secrets) a line saying where to set it."""
+    from click.testing import CliRunner
+
+    from comfygate.cli import main
+
+    text = " ".join(CliRunner().invoke(main, ["serve", "--help"]).output.split())
+    for name, info in Settings.model_fields.items():
+        assert info.description, f"{name} has no description"
+        if name in SECRET_SETTINGS:
+            assert name.upper() in text.split("have no flag")[0], name
+        else:
+            assert "--" + name.replace("_", "-") + " " in text, name
+        assert f"COMFYGATE_{name.upper()}" in text or name in SECRET_SETTINGS, name
+
+
+def test_a_mistyped_variable_is_named_with_the_likely_one() -> None:
+    env = {
+        "COMFYGATE_BACKEND": "http://gpu:8188",
+        "COMFYGATE_REQUEST_TIMEOUT": "5",
+        "COMFYGATE_PORT": "1",
+        "COMFYGATE_SERVER": "http://x",
+        "COMFYGATE_XYZZY": "1",
+        "OTHER_BACKEND": "1",
+    }
+    assert unknown_variables(env) == [
+        "COMFYGATE_BACKEND is not a ComfyGate setting and is ignored; "
+        "did you mean COMFYGATE_BACKENDS?",
+        "COMFYGATE_REQUEST_TIMEOUT is not a ComfyGate setting and is ignored; "
+        "did you mean COMFYGATE_REQUEST_TIMEOUT_S?",
+        "COMFYGATE_XYZZY is not a ComfyGate setting and is ignored",
+    ]
+
+
+def test_config_shows_each_value_with_its_source_and_masks_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from comfygate.cli import main
+
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text('host = "0.0.0.0"\nport = 9000\nwebhook_secret = "file-secret"\n')
+    monkeypatch.setenv("COMFYGATE_PORT", "9100")
+    monkeypatch.setenv("COMFYGATE_API_KEYS", "key-one-secret,key-two-secret:admin")
+    monkeypatch.setenv("COMFYGATE_REDIS_URL", "redis://:redis-secret@127.0.0.1:6379/0")
+    monkeypatch.setenv("COMFYGATE_BACKEND", "http://gpu:8188")
+    result = CliRunner().invoke(main, ["config", "--config", str(cfg), "--threads", "8"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[1:]}
+    assert rows["HOST"] == ["0.0.0.0", "file", str(cfg)]
+    assert rows["PORT"] == ["9100", "env", "COMFYGATE_PORT"]
+    assert rows["THREADS"] == ["8", "flag"]
+    assert rows["DEFAULT_TEMPLATE"] == ["txt2img", "default"]
+    assert rows["API_KEYS"] == ["***", "(2", "keys)", "env", "COMFYGATE_API_KEYS"]
+    assert rows["WEBHOOK_SECRET"] == ["***", "file", str(cfg)]
+    assert rows["REDIS_URL"][0] == "redis://:***@127.0.0.1:6379/0"
+    assert rows["BACKENDS"] == ["unset", "default"]
+    assert "secret" not in result.stdout
+    assert "did you mean COMFYGATE_BACKENDS?" in result.stderr
+    # serve --print-config is the same listing, for the same command line.
+    again = CliRunner().invoke(
+        main, ["serve", "--config", str(cfg), "--threads", "8", "--print-config"]
+    )
+    assert again.stdout == result.stdout

@@ -186,7 +186,7 @@ def test_stop_leaves_no_process(fresh_comfyui: LocalComfyUI) -> None:
 
 def test_missing_install_says_to_run_setup(tmp_path: Path) -> None:
     comfyui = LocalComfyUI(LocalComfyUIConfig(home=tmp_path / "nowhere", base_dir=tmp_path / "b"))
-    with pytest.raises(LocalComfyUINotInstalled, match=r"run scripts/setup\.sh"):
+    with pytest.raises(LocalComfyUINotInstalled, match=r"run `comfygate comfyui install`"):
         comfyui.start()
     assert comfyui.pid is None
     comfyui.stop()
@@ -200,7 +200,9 @@ def test_install_whose_main_py_is_gone_is_not_installed(
     (home / "venv" / "bin" / "python").symlink_to(comfyui_install.python)
     (home / "main_py_path").write_text(f"{tmp_path / 'gone' / 'main.py'}\n")
     comfyui = LocalComfyUI(LocalComfyUIConfig(home=home, base_dir=tmp_path / "b"))
-    with pytest.raises(LocalComfyUINotInstalled, match=r"does not exist.*scripts/setup\.sh"):
+    with pytest.raises(
+        LocalComfyUINotInstalled, match=r"does not exist.*comfygate comfyui install"
+    ):
         comfyui.start()
 
 

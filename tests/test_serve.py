@@ -213,3 +213,27 @@ def test_a_second_gateway_on_the_same_data_dir_refuses_to_start(tmp_path: Path) 
         again = GatewayProcess(fake.url, data, tmp_path / "gw2.log")
         again.stop()
         assert again.proc.returncode == 0
+
+
+def test_a_mistyped_backend_variable_is_named_before_the_local_comfyui_is_tried(
+    tmp_path: Path,
+) -> None:
+    """`COMFYGATE_BACKEND=` (singular, like the flag) is no setting: serve says so at once,
+    with the intended name, and, with no ComfyUI installed, says which verb installs one."""
+    proc = serve(
+        "--data-dir",
+        str(tmp_path / "data"),
+        env={
+            "COMFYGATE_BACKEND": "http://127.0.0.1:9",
+            "COMFYGATE_COMFYUI_HOME": str(tmp_path / "no-comfyui"),
+        },
+    )
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    lines = err.splitlines()
+    assert "WARNING" in lines[0]
+    assert "COMFYGATE_BACKEND is not a ComfyGate setting" in lines[0]
+    assert "did you mean COMFYGATE_BACKENDS?" in lines[0]
+    assert "ComfyUI is not installed" in lines[-1]
+    assert "run `comfygate comfyui install`" in lines[-1]
+    assert "scripts/setup.sh" not in err

@@ -1,4 +1,5 @@
-"""The ``comfygate`` command: ``serve`` runs the gateway on a production WSGI server; ``run``,
+"""The ``comfygate`` command: ``serve`` runs the gateway on a production WSGI server (serving.py;
+``config`` shows its settings, ``comfyui install`` sets up the local ComfyUI); ``run``,
 ``jobs`` and ``templates list/check`` are clients of a running gateway, through the public
 SDK (``comfygate.sdk.Client``) and nothing else; ``templates import`` works on local files.
 
@@ -8,24 +9,20 @@ stderr; exit 2 for a request that is wrong (usage, validation), 1 for anything e
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import json
 import logging
 import os
 import re
-import signal
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from comfygate import __version__
-from comfygate.config import ConfigError, load_settings
+from comfygate import __version__, serving
 from comfygate.sdk import (
     DEFAULT_SERVER,
     DEFAULT_TIMEOUT_S,
@@ -36,6 +33,7 @@ from comfygate.sdk import (
     Event,
     Job,
 )
+from comfygate.serving import SETTINGS_EPILOG, settings_options
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -50,133 +48,28 @@ def main() -> None:
     """ComfyGate: an HTTP API gateway for ComfyUI."""
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-@main.command()
-@click.option("--host", help="address to listen on (default 127.0.0.1)")
-@click.option("--port", type=int, help="port to listen on (default 8288)")
+@main.command(epilog=SETTINGS_EPILOG)
+@settings_options
 @click.option(
-    "--backend",
-    "backends",
-    multiple=True,
-    metavar="URL",
-    help="a ComfyUI base URL (repeatable); none: run the local ComfyUI",
+    "--print-config",
+    is_flag=True,
+    help="print the effective settings and where each came from, then exit",
 )
-@click.option(
-    "--local-comfyui", is_flag=True, default=None, help="also run the managed local CPU ComfyUI"
-)
-@click.option(
-    "--config", "config_file", type=click.Path(dir_okay=False), help="a TOML settings file"
-)
-@click.option("--data-dir", help="database, outputs, cache (default ./comfygate-data)")
-@click.option("--threads", type=int, help="WSGI worker threads")
-@click.option(
-    "--models-dir",
-    type=click.Path(file_okay=False),
-    help="models in ComfyUI's folder layout for the local ComfyUI",
-)
-@click.option(
-    "--extra-model-paths",
-    type=click.Path(dir_okay=False),
-    help="a ComfyUI extra_model_paths.yaml for the local ComfyUI",
-)
-def serve(
-    host: str | None,
-    port: int | None,
-    backends: tuple[str, ...],
-    local_comfyui: bool | None,
-    config_file: str | None,
-    data_dir: str | None,
-    threads: int | None,
-    models_dir: str | None,
-    extra_model_paths: str | None,
-) -> None:
+def serve(config_file: str | None, print_config: bool, **flags: Any) -> None:
     """Run the gateway (waitress, a production WSGI server)."""
-    from waitress.server import create_server
+    settings, sources = serving.resolve(config_file, flags)
+    if print_config:
+        serving.print_config(settings, sources)
+        return
+    serving.run(settings)
 
-    from comfygate.api.auth import EXTENSION as KEYS
-    from comfygate.app import create_app
 
-    overrides: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "local_comfyui": local_comfyui,
-        "data_dir": data_dir,
-        "threads": threads,
-        "models_dir": models_dir,
-        "extra_model_paths": extra_model_paths,
-        "backends": list(backends) or None,
-    }
-    try:
-        settings = load_settings(config_file, overrides)
-        app = create_app(settings=settings)
-    except ConfigError as exc:
-        click.echo(f"comfygate: {exc}", err=True)
-        sys.exit(2)
-    except Exception as exc:
-        click.echo(f"comfygate: cannot start: {exc}", err=True)
-        sys.exit(1)
-    gateway = app.extensions["comfygate"]
-    # The one place that warns about an open gateway (docs/SECURITY.md).
-    if not _loopback(settings.host) and not app.extensions[KEYS]:
-        log.warning(
-            "listening on %s with no API_KEYS or API_KEYS_FILE: anyone who reaches it can use it",
-            settings.host,
-        )
-    try:
-        server = create_server(
-            app,
-            host=settings.host,
-            port=settings.port,
-            threads=settings.threads,
-            # Measured in docs/BENCHMARKS.md: waitress's default limit of 100 connections left
-            # the rest unseen in the backlog, and select() cannot watch descriptors past 1023.
-            connection_limit=settings.threads + 100,
-            asyncore_use_poll=True,
-            backlog=2048,
-            ident="comfygate",
-            channel_timeout=max(120, int(settings.request_timeout_s) + 30),
-        )
-    except OSError as exc:
-        gateway.stop()
-        click.echo(
-            f"comfygate: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", err=True
-        )
-        sys.exit(1)
-
-    stopping = False
-
-    def _graceful(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        if stopping:
-            # A second SIGTERM or Ctrl-C while waitress stops its threads: raising again
-            # inside its shutdown would break it (a traceback and exit code 1).
-            log.info("signal %s: already stopping", signal.Signals(signum).name)
-            return
-        stopping = True
-        log.info("signal %s: stopping", signal.Signals(signum).name)
-        gateway.stopping()
-        # waitress's run() ends its loop and stops its worker threads on SystemExit; closing
-        # the listening socket alone would leave the loop serving open connections.
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, _graceful)
-    signal.signal(signal.SIGINT, _graceful)
-    log.info("ComfyGate %s listening on http://%s:%s", __version__, settings.host, settings.port)
-    try:
-        server.run()
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        server.close()
-        gateway.stop()
+@main.command("config", epilog=SETTINGS_EPILOG)
+@settings_options
+def config_command(config_file: str | None, **flags: Any) -> None:
+    """Show the effective settings (secrets masked) and where each came from: flag,
+    environment, file or default. Takes the same flags as serve."""
+    serving.print_config(*serving.resolve(config_file, flags))
 
 
 # --- client commands: they speak only the gateway's public HTTP API, through the SDK ---------

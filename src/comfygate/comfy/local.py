@@ -1,7 +1,7 @@
 """The managed local ComfyUI: a child process on a loopback port, watched and restarted.
 
 ``comfygate serve`` runs one when no backend is configured. The ComfyUI install lives in its own
-virtualenv (``scripts/setup-comfyui.sh``, run by ``scripts/setup.sh``) under
+virtualenv (``comfygate comfyui install``, comfy/install.py; ``scripts/setup.sh`` runs it) under
 ``COMFYGATE_COMFYUI_HOME`` (default ``~/.cache/comfygate/comfyui``): ``venv/`` and
 ``main_py_path``, a file holding the path of ComfyUI's ``main.py``.
 
@@ -49,8 +49,8 @@ logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 SETUP_HINT = (
-    "run scripts/setup.sh to install the local CPU ComfyUI "
-    "(or set COMFYGATE_COMFYUI_HOME to an existing install)"
+    "run `comfygate comfyui install` to install the local CPU ComfyUI "
+    "(or set COMFYGATE_COMFYUI_HOME to an existing install, or give a backend with --backend)"
 )
 EXTRA_MODEL_PATHS_NAME = "comfygate_extra_model_paths.yaml"
 

@@ -1,0 +1,219 @@
+"""``comfygate serve`` and ``comfygate config``: every setting as a flag, and the server.
+
+The flags are made from the ``Settings`` model (config.py), so ``serve --help`` lists every
+setting with its meaning, its ``COMFYGATE_*`` variable and its default, and a new setting is a
+flag without another line here. Secrets (``SECRET_SETTINGS``) get no flag: a command line is
+visible to every user of the machine (``ps``); they come from the environment or the file.
+
+``run`` builds the app and runs it on waitress until SIGTERM or Ctrl-C, then stops in order.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import click
+from pydantic.fields import FieldInfo
+
+from comfygate import __version__, logs
+from comfygate.config import (
+    ENV_PREFIX,
+    SECRET_SETTINGS,
+    ConfigError,
+    Settings,
+    load_settings_with_sources,
+    shown_value,
+    unknown_variables,
+)
+
+log = logging.getLogger("comfygate.serve")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Names kept from before the flags were generated (the README and scripts use them).
+_ALIASES = {"backends": ("--backend",)}
+
+SETTINGS_EPILOG = (
+    "Every flag is also an environment variable COMFYGATE_<NAME> and a key in the --config "
+    "TOML file (flag > environment > file > default). "
+    + ", ".join(n.upper() for n in sorted(SECRET_SETTINGS))
+    + " have no flag (a command line is visible to every user): set them in the environment "
+    "or the file. `comfygate config` shows the effective settings and where each came from."
+)
+
+
+def _plain(annotation: Any) -> Any:
+    """``X`` of ``X | None``."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return annotation
+
+
+def _default_text(name: str, info: FieldInfo) -> str:
+    default = info.get_default(call_default_factory=True)
+    if default is None or default in ([], {}):
+        return "unset"
+    return shown_value(Settings.model_construct(**{name: default}), name)
+
+
+def _option(name: str, info: FieldInfo) -> Callable[[F], F]:
+    kind = _plain(info.annotation)
+    flag = "--" + name.replace("_", "-")
+    help_text = (info.description or "").rstrip(".")
+    help_text += f" [env {ENV_PREFIX}{name.upper()}; default: {_default_text(name, info)}]"
+    decls = [*_ALIASES.get(name, ()), flag, name]
+    options: dict[str, Any] = {"help": help_text, "default": None}
+    if kind is bool:
+        decls = [f"{flag}/--no-{flag[2:]}", name]
+    elif get_origin(kind) is Literal:
+        options["type"] = click.Choice([str(c) for c in get_args(kind)], case_sensitive=False)
+    elif get_origin(kind) is list:
+        options.update(multiple=True, metavar="A[,B...]")
+    elif get_origin(kind) is dict:
+        options["metavar"] = "JSON"
+    elif kind is int:
+        options["type"] = click.INT
+    elif kind is float:
+        options["type"] = click.FLOAT
+    elif kind is Path:
+        options["type"] = click.Path()
+    return click.option(*decls, **options)
+
+
+def settings_options(command: F) -> F:
+    """Decorate a click command with ``--config``, a flag per setting, and the epilog."""
+    for name, info in reversed(Settings.model_fields.items()):
+        if name not in SECRET_SETTINGS:
+            command = _option(name, info)(command)
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        help=f"a TOML settings file [env {ENV_PREFIX}CONFIG]",
+    )(command)
+
+
+def overrides(flags: dict[str, Any]) -> dict[str, Any]:
+    """The settings given as flags (lists joined: each value may itself be a, b, c)."""
+    out: dict[str, Any] = {}
+    for name, value in flags.items():
+        if name not in Settings.model_fields or value is None or value == ():
+            continue
+        out[name] = ",".join(value) if isinstance(value, tuple) else value
+    return out
+
+
+def resolve(config_file: str | None, flags: dict[str, Any]) -> tuple[Settings, dict[str, str]]:
+    """The settings and their sources, or exit 2 with one line naming the bad setting."""
+    try:
+        return load_settings_with_sources(config_file, overrides(flags))
+    except ConfigError as exc:
+        click.echo(f"comfygate: {exc}", err=True)
+        sys.exit(2)
+
+
+def print_config(settings: Settings, sources: dict[str, str]) -> None:
+    """``NAME  VALUE  SOURCE`` for every setting, secrets masked; unknown variables after."""
+    rows = [(n.upper(), shown_value(settings, n), sources[n]) for n in Settings.model_fields]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    click.echo(f"{'NAME':<{widths[0]}}  {'VALUE':<{widths[1]}}  SOURCE")
+    for name, value, source in rows:
+        click.echo(f"{name:<{widths[0]}}  {value:<{widths[1]}}  {source}")
+    for warning in unknown_variables():
+        click.echo(f"comfygate: warning: {warning}", err=True)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def waitress_options(settings: Settings) -> dict[str, Any]:
+    """waitress's adjustments for these settings (bench/serve.py uses the same)."""
+    return {
+        "threads": settings.threads,
+        # Measured in docs/BENCHMARKS.md: waitress's default limit of 100 connections left
+        # the rest unseen in the backlog, and select() cannot watch descriptors past 1023.
+        "connection_limit": settings.threads + 100,
+        "asyncore_use_poll": True,
+        "backlog": 2048,
+        "ident": "comfygate",
+        "channel_timeout": max(120, int(settings.request_timeout_s) + 30),
+    }
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGTERM or Ctrl-C; exit 1 with one line if the gateway cannot start."""
+    from waitress.server import create_server
+
+    from comfygate.api.auth import EXTENSION as KEYS
+    from comfygate.app import create_app
+
+    logs.configure(settings.log_format, settings.log_level)
+    # Before anything starts: a mistyped COMFYGATE_BACKEND would start the local ComfyUI.
+    for warning in unknown_variables():
+        log.warning("%s", warning)
+    try:
+        app = create_app(settings=settings, configure_logging=False)
+    except ConfigError as exc:
+        click.echo(f"comfygate: {exc}", err=True)
+        sys.exit(2)
+    except Exception as exc:
+        click.echo(f"comfygate: cannot start: {exc}", err=True)
+        sys.exit(1)
+    gateway = app.extensions["comfygate"]
+    # The one place that warns about an open gateway (docs/SECURITY.md).
+    if not _loopback(settings.host) and not app.extensions[KEYS]:
+        log.warning(
+            "listening on %s with no API_KEYS or API_KEYS_FILE: anyone who reaches it can use it",
+            settings.host,
+        )
+    try:
+        server = create_server(
+            app, host=settings.host, port=settings.port, **waitress_options(settings)
+        )
+    except OSError as exc:
+        gateway.stop()
+        click.echo(
+            f"comfygate: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", err=True
+        )
+        sys.exit(1)
+
+    stopping = False
+
+    def _graceful(signum: int, frame: types.FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            # A second SIGTERM or Ctrl-C while waitress stops its threads: raising again
+            # inside its shutdown would break it (a traceback and exit code 1).
+            log.info("signal %s: already stopping", signal.Signals(signum).name)
+            return
+        stopping = True
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        gateway.stopping()
+        # waitress's run() ends its loop and stops its worker threads on SystemExit; closing
+        # the listening socket alone would leave the loop serving open connections.
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _graceful)
+    signal.signal(signal.SIGINT, _graceful)
+    log.info("ComfyGate %s listening on http://%s:%s", __version__, settings.host, settings.port)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        server.close()
+        gateway.stop()
