@@ -268,3 +268,13 @@ def test_every_models_dir_and_the_users_extra_model_paths_are_visible(
     finally:
         comfyui.stop()
     assert "Starting server" in (tmp_path / "logs" / "child.log").read_text()
+
+
+def test_comfyui_install_sees_the_real_install_as_complete(
+    comfyui_install: ComfyUIInstallPaths,
+) -> None:
+    """`comfygate comfyui install` on the install the setup made has nothing to do (it only
+    reads: the shared install is never changed)."""
+    from comfygate.comfy.install import Installer
+
+    assert Installer(comfyui_install.home).complete()

@@ -72,6 +72,90 @@ def config_command(config_file: str | None, **flags: Any) -> None:
     serving.print_config(*serving.resolve(config_file, flags))
 
 
+@main.group("comfyui")
+def comfyui_group() -> None:
+    """The local CPU ComfyUI that serve runs when no backend is given."""
+
+
+@comfyui_group.command("install")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="where to install [env COMFYGATE_COMFYUI_HOME; default ~/.cache/comfygate/comfyui]",
+)
+@click.option(
+    "--no-checkpoint",
+    is_flag=True,
+    help="skip the random-weight SD 1.5 checkpoint (2 GiB; txt2img needs a checkpoint)",
+)
+def comfyui_install(home: Path | None, no_checkpoint: bool) -> None:
+    """Install ComfyUI 0.3.75 (CPU) into its own virtual environment, and a random-weight
+    SD 1.5 checkpoint so txt2img runs with no download. About 3 minutes and 8 GB the first
+    time; nothing to do when it is there. Safe to run again after a failure."""
+    from comfygate.comfy.install import Installer, InstallError
+    from comfygate.comfy.local import default_home
+
+    installer = Installer(home or default_home(), checkpoint=not no_checkpoint)
+    if installer.complete():
+        click.echo(f"ComfyUI is installed in {installer.home}; nothing to do")
+        return
+    click.echo(f"installing the local CPU ComfyUI into {installer.home} (log: {installer.log})")
+    try:
+        with _InstallView() as view:
+            installer.install(view)
+    except InstallError as exc:
+        _die(str(exc))
+    except KeyboardInterrupt:
+        _die("interrupted; run it again to go on where it stopped", EXIT_INTERRUPTED)
+    click.echo("ready: `comfygate serve` runs it when no backend is given")
+
+
+class _InstallView:
+    """One line per install step: a spinner with what pip is fetching on a terminal, plain
+    lines otherwise (a log, CI)."""
+
+    def __init__(self) -> None:
+        self.console = _console()
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+        self.title = ""
+
+    def __enter__(self) -> _InstallView:
+        if self.console.is_terminal:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def step(self, index: int, total: int, title: str) -> None:
+        self.title = f"[{index}/{total}] {title}"
+        if self.bar is not None:
+            self.task = self.bar.add_task(self.title, total=1)
+        else:
+            self.console.print(self.title)
+
+    def activity(self, text: str) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, description=f"{self.title}: {text}")
+
+    def step_done(self, seconds: float, skipped: bool) -> None:
+        result = "already there" if skipped else f"done in {seconds:.0f} s"
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, description=f"{self.title}: {result}", completed=1)
+        else:
+            self.console.print(f"{self.title}: {result}")
+
+
 # --- client commands: they speak only the gateway's public HTTP API, through the SDK ---------
 
 EXIT_FAILURE = 1

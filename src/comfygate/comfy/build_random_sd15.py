@@ -7,7 +7,8 @@ initialised with PyTorch's default initialisers, and saved in fp16 under the ori
 checkpoint key names, so CheckpointLoaderSimple loads it as SD15. The image is noise; every
 node, tensor shape and code path is the real one.
 
-Runs inside the ComfyUI virtual environment: python build_random_sd15.py --comfyui DIR --out FILE
+Runs inside the ComfyUI virtual environment (comfy/install.py runs it by path; never imported by
+the gateway): python build_random_sd15.py --comfyui DIR --out FILE
 """
 
 from __future__ import annotations
