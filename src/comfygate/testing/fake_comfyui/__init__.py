@@ -49,6 +49,14 @@ The modules, from the outside in:
 
 from __future__ import annotations
 
+try:
+    import aiohttp  # noqa: F401 - only to fail here, with the line below, when it is absent
+except ImportError as exc:  # tests/test_packaging.py shows it, in a child process
+    raise ImportError(
+        "comfygate.testing.fake_comfyui needs aiohttp, which the gateway itself does not: "
+        "pip install 'comfygate[testing]'"
+    ) from exc
+
 from .catalogue import DEFAULT_CHECKPOINT, NODE_TYPES, node_definitions
 from .fake import FakeComfyUI
 from .system import COMFYUI_VERSION
