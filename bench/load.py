@@ -188,7 +188,7 @@ def _tables(
         rows = []
         for level in levels:
             ceiling = _find(results, config.name, HELLO, level).get("rps") or float("nan")
-            for target in (HELLO, HEALTHZ, JOB, CACHE):
+            for target in (HELLO, HEALTHZ, JOB, CACHE, STATIC):
                 r = _find(results, config.name, target, level)
                 if not r:
                     continue
@@ -240,6 +240,31 @@ def _plot(
     left.set_ylabel("requests / s")
     right.set_ylabel("% of the ceiling")
     save_figure(fig, report.figure())
+    if any(r["target"] == STATIC for r in results):
+        plot_cache_vs_static(results, levels, report.figure("-cache"))
+
+
+def plot_cache_vs_static(results: list[dict[str, Any]], levels: list[int], path: Path) -> None:
+    """Cache hits against the same PNG served as a static file by the same server: req/s and
+    p50 latency by clients (the default server settings, the only ones with both)."""
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
+    for target, label in ((CACHE, "cache hit (POST /v1/generate)"), (STATIC, "static file")):
+        rows = [_find(results, DEFAULT.name, target, lv) for lv in levels]
+        left.plot(levels, [r.get("rps") or 0 for r in rows], marker="o", label=label)
+        right.plot(levels, [r.get("p50_ms") or 0 for r in rows], marker="o", label=label)
+    left.set_title("cache hits and the same PNG as a static file: throughput")
+    right.set_title("p50 latency")
+    left.set_ylabel("requests / s")
+    right.set_ylabel("ms")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(levels, [str(lv) for lv in levels])
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

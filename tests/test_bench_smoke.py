@@ -36,6 +36,9 @@ def test_benchmark_quick_mode_writes_its_table_and_plot(name: str, tmp_path: Pat
     assert "- machine:" in report
     assert "- command:" in report
     assert f"]({name}.png)" in report  # the plot, linked
+    if name == "load":  # and the cache hits against the static file, with both series
+        assert "](load-cache.png)" in report
+        assert (tmp_path / "load-cache.png").read_bytes().startswith(b"\x89PNG")
     png = tmp_path / f"{name}.png"
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     record = json.loads((tmp_path / f"{name}.json").read_text())
