@@ -56,12 +56,16 @@ def test_a_traceback_stays_under_its_record() -> None:
 
 def test_serve_writes_one_access_line_per_request(tmp_path: Path) -> None:
     """Against `comfygate serve` with text logs: each request is one line with its method,
-    path, status, duration, request id, key id and never the key; a path carrying a newline
-    does not start a line of its own."""
+    path, status, duration, request id, key id and never the key; neither a path carrying a
+    newline nor ComfyUI's validation message echoing one (issue: forged log lines) starts a
+    line of its own."""
     key = "k-" + "s3cret" * 6
     with FakeComfyUI() as fake:
         gateway = GatewayProcess(
-            fake.url, tmp_path / "data", tmp_path / "gw.log", env={"COMFYGATE_API_KEYS": key}
+            fake.url,
+            tmp_path / "data",
+            tmp_path / "gw.log",
+            env={"COMFYGATE_API_KEYS": f"{key}:workflows"},
         )
         try:
             auth = {"Authorization": f"Bearer {key}", "X-Request-Id": "req-7"}
@@ -71,7 +75,25 @@ def test_serve_writes_one_access_line_per_request(tmp_path: Path) -> None:
             assert resp.status_code == 200
             forged = "/v1/jobs/x%0A2026-01-01%2000:00:00,000%20INFO%20comfygate.api.auth:%20FORGED"
             assert requests.get(gateway.url + forged, headers=auth, timeout=10).status_code == 404
-            assert wait_for(lambda: "FORGED" in gateway.log.read_text(), 10)
+            workflow = {
+                "1": {
+                    "class_type": "EmptyImage",
+                    "inputs": {"width": FORGED, "height": 8, "batch_size": 1, "color": 0},
+                },
+                "2": {
+                    "class_type": "SaveImage",
+                    "inputs": {"images": ["1", 0], "filename_prefix": "x"},
+                },
+            }
+            refused = requests.post(
+                f"{gateway.url}/v1/workflows/run",
+                json={"workflow": workflow},
+                headers=auth,
+                timeout=30,
+            )
+            assert refused.status_code == 502
+            assert "FORGED" in refused.json()["error"]["message"]  # ComfyUI echoed it
+            assert wait_for(lambda: gateway.log.read_text().count("FORGED") >= 2, 10)
         finally:
             gateway.stop()
     log = gateway.log.read_text()
@@ -85,9 +107,11 @@ def test_serve_writes_one_access_line_per_request(tmp_path: Path) -> None:
     assert "request_id=req-7" in generate
     assert re.search(r"duration_ms=\d+\.\d", generate)
     assert re.search(r"key_id=[0-9a-f]{32}\b", generate)
-    (forged_line,) = [line for line in access if "FORGED" in line]
-    assert "status=404" in forged_line
+    (forged_line,) = [line for line in access if "FORGED" in line and "status=404" in line]
     assert "\\n2026-01-01" in forged_line
+    echoed = [line for line in lines if "FORGED" in line and "comfygate.access" not in line]
+    assert echoed
+    assert all("12\\n2026-01-01" in line for line in echoed)
 
 
 def test_an_event_stream_is_logged_when_it_ends(
