@@ -67,6 +67,8 @@ _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 def escape(text: str) -> str:
     """``text`` on one line: control characters as ``\\n``, ``\\r``, ``\\t``, ``\\x1b``..."""
+    if text.isprintable():  # the common case, without the regex (no control character)
+        return text
     return _CONTROL.sub(lambda m: _NAMED.get(m[0]) or f"\\x{ord(m[0]):02x}", text)
 
 
