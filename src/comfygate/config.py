@@ -107,7 +107,9 @@ class Settings(BaseModel):
     webhook_backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles")
     webhook_timeout_s: float = Field(10.0, gt=0)
     webhook_allow_private: bool = Field(
-        False, description="allow webhooks to loopback/private addresses (local development)"
+        False,
+        description="allow webhooks to loopback, private, link-local and metadata addresses "
+        "(local development); off, they are refused at submit and again at connect time",
     )
 
     # Security (docs/SECURITY.md). Keys: `key` or `key:scope+scope` (scopes admin, workflows).
