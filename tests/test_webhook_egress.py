@@ -176,7 +176,7 @@ def test_delivered_to_the_checked_address_with_the_host_name(
     assert path == "/in"
     assert headers["Host"] == f"hooks.example:{public.port}"
     assert json.loads(data)["id"] == job["id"]
-    assert wait_for(lambda: hook(client, job["id"]).get("delivered"))
+    assert wait_for(lambda: bool(hook(client, job["id"]).get("delivered")))
     # Resolved at submit and again at delivery.
     assert [host for host, _ in dns.calls] == ["hooks.example", "hooks.example"]
 
@@ -193,7 +193,7 @@ def test_a_name_that_turns_private_after_submit_is_refused_at_delivery(
     ).get_json()
     dns.records["rebind.example"] = ["127.0.0.1"]
     fake.release()
-    assert wait_for(lambda: hook(client, job["id"]).get("last_error"))
+    assert wait_for(lambda: bool(hook(client, job["id"]).get("last_error")))
     state = hook(client, job["id"])
     assert state["delivered"] is False
     assert state["attempts"] == 1  # the policy's refusal is final: no retries
