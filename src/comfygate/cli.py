@@ -99,10 +99,9 @@ def serve(
     extra_model_paths: str | None,
 ) -> None:
     """Run the gateway (waitress, a production WSGI server)."""
-    from waitress.server import create_server
-
     from comfygate.api.auth import EXTENSION as KEYS
     from comfygate.app import create_app
+    from comfygate.wsgi_server import build_server
 
     overrides: dict[str, Any] = {
         "host": host,
@@ -131,19 +130,7 @@ def serve(
             settings.host,
         )
     try:
-        server = create_server(
-            app,
-            host=settings.host,
-            port=settings.port,
-            threads=settings.threads,
-            # Measured in docs/BENCHMARKS.md: waitress's default limit of 100 connections left
-            # the rest unseen in the backlog, and select() cannot watch descriptors past 1023.
-            connection_limit=settings.threads + 100,
-            asyncore_use_poll=True,
-            backlog=2048,
-            ident="comfygate",
-            channel_timeout=max(120, int(settings.request_timeout_s) + 30),
-        )
+        server = build_server(app, settings)
     except OSError as exc:
         gateway.stop()
         click.echo(

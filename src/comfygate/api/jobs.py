@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from comfygate.api import auth
+from comfygate.api import auth, waits
 from comfygate.api.body import Body, read_body
 from comfygate.api.images import RESOLVER, run_request_with_images
 from comfygate.errors import BadRequest, ValidationFailed
@@ -134,6 +134,7 @@ def events(job_id: str) -> Response:
     service = current_app.extensions["comfygate"].jobs
     heartbeat = current_app.extensions["comfygate"].settings.sse_heartbeat_s
     service.get(job_id, auth.visible_owner())  # 404 before the stream starts, not an empty one
+    release = waits.acquire()  # given back when the server closes the response
 
     def stream() -> Iterator[str]:
         with service.events.subscribe(job_id) as updates:
@@ -159,8 +160,10 @@ def events(job_id: str) -> Response:
                 if kind == "done":
                     return
 
-    return Response(
+    resp = Response(
         stream(),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+    resp.call_on_close(release)
+    return resp
