@@ -11,8 +11,11 @@ Nothing here is a hand-written copy of a schema. The document is built, once per
 - the app's ``url_map``: an operation is listed only if the app registers its route, and a
   test checks the converse (every registered route is described here).
 
-What is written by hand is the part no model holds, in ``api/openapi_paths.py``: which
-route answers what, with which status codes, headers and examples.
+What is written by hand is the part no model holds, in ``api/openapi_paths.py`` (the route
+table), ``api/openapi_runs.py`` (the run routes' bodies and examples) and
+``api/openapi_responses.py`` (errors, files, headers): which route answers what, with which
+status codes, media types, headers and examples. The document is checked by generating a
+client from it with openapi-python-client (``tests/test_generated_client.py``).
 """
 
 from __future__ import annotations
@@ -31,15 +34,12 @@ from comfygate import __version__
 from comfygate.api import auth, schemas, web
 from comfygate.api.openapi_paths import (
     DESCRIPTION,
-    HEADERS,
-    REF,
     SECURITY_SCHEMES,
     SWAGGER_FILES,
     TAGS,
-    error_responses,
     operations,
-    ref,
 )
+from comfygate.api.openapi_responses import HEADERS, REF, error_responses, ref
 from comfygate.errors import NotFound
 from comfygate.templates.model import Template
 
