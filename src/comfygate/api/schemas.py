@@ -179,7 +179,8 @@ class Template(_Response):
     description: str
     parameters: dict[str, Any] = Field(
         description="JSON Schema of the parameters (types, defaults, bounds, enums, which are "
-        "required). `x-seed`: random when omitted; `x-model-folder`: a model file name."
+        "required). `x-seed`: random when omitted; `x-model-folder`: a model file name, and "
+        "`x-models`: the files of that folder the backends offer now."
     )
 
 
