@@ -128,6 +128,12 @@ def test_generate_answers_the_image_bytes(client: Any) -> None:
         body=models.Txt2ImgGenerateRequest(prompt="a cat", width=64, height=64, steps=1, seed=7),
     )
     assert png_size(image.payload.read()) == (64, 64)
+    # Another template's model names its template by itself (a default in the document).
+    image = generate.sync(client=client, body=models.SolidGenerateRequest(width=3, height=2))
+    assert png_size(image.payload.read()) == (3, 2)
+    submit = module("api.jobs.submit_job")
+    job = submit.sync(client=client, body=models.SolidJobRequest(color=255))
+    assert job.template == "solid"
 
 
 def test_upload_an_image_as_a_file(client: Any, live: Live) -> None:

@@ -194,6 +194,9 @@ def _template_schemas(template: Template) -> dict[str, Any]:
             "properties": {
                 "template": {
                     "const": name,
+                    # A default, so a generated client's model of this body names its
+                    # template by itself (on /v1/generate and /v1/jobs it must be named).
+                    "default": name,
                     "description": "The template; on /v1/templates/{name}/... the path names it.",
                 },
                 **params.get("properties", {}),
