@@ -32,13 +32,7 @@ from pydantic.json_schema import models_json_schema
 
 from comfygate import __version__
 from comfygate.api import auth, schemas, web
-from comfygate.api.openapi_paths import (
-    DESCRIPTION,
-    SECURITY_SCHEMES,
-    SWAGGER_FILES,
-    TAGS,
-    operations,
-)
+from comfygate.api.openapi_paths import SWAGGER_FILES, operations
 from comfygate.api.openapi_responses import HEADERS, REF, error_responses, ref
 from comfygate.errors import NotFound
 from comfygate.templates.model import Template
@@ -135,6 +129,46 @@ def build(app: Flask) -> dict[str, Any]:
         # With API keys on, a key is needed (public operations say `security: []`).
         **({"security": [{"bearerAuth": []}, {"apiKeyHeader": []}]} if keys_on else {}),
     }
+
+
+# --- the document's head -------------------------------------------------------------------
+
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (API_KEYS / API_KEYS_FILE) as a bearer token.",
+    },
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+TAGS = [
+    {"name": "generate", "description": "Run a template and wait for the result."},
+    {"name": "jobs", "description": "Asynchronous jobs: submit, follow, list, cancel."},
+    {"name": "batches", "description": "Many parameter sets in one call; an archive."},
+    {"name": "templates", "description": "The templates and their parameters."},
+    {"name": "workflows", "description": "Raw API-format workflows (a scope of their own)."},
+    {"name": "outputs", "description": "Files the jobs produced."},
+    {"name": "operations", "description": "Health, readiness, backends, metrics."},
+    {"name": "documentation", "description": "This document, the docs and the playground."},
+]
+
+DESCRIPTION = """\
+ComfyGate fills a stored workflow *template* with typed, validated parameters, runs it on
+ComfyUI, and answers with the result, or lets you follow the job.
+
+- `POST /v1/generate` waits and answers with the image (or the job object);
+  `POST /v1/jobs` answers at once with a job to follow (`GET /v1/jobs/{job_id}/events`).
+- Each template has typed routes, `POST /v1/templates/{name}/generate` and `/jobs`, whose
+  bodies are that template's parameters (`{name}.GenerateRequest`, `{name}.JobRequest`);
+  templates with image parameters also `.../generate/upload` and `.../jobs/upload`, which
+  document the `multipart/form-data` form (images as file fields).
+- Files come back with their own media type (`image/png`...); `application/octet-stream` is
+  listed beside them for client generators.
+- Every error has one shape, `ErrorBody`: `{"error": {"code", "message", "details"}}`.
+- Every answer carries `X-Request-Id` (yours, if you sent a valid one).
+"""
 
 
 # --- schemas --------------------------------------------------------------------------------
