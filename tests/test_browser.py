@@ -338,6 +338,7 @@ def test_docs_render_offline(tab: Tab, screenshots: Path) -> None:
     expect(body).to_contain_text("color")
     page.locator(".opblock-summary-path[data-path='/v1/templates/solid/generate']").click()
     page.mouse.move(0, 0)
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(screenshots / "docs.png"))
     assert tab.blocked == []
     assert tab.console_errors == []
