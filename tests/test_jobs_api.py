@@ -230,7 +230,9 @@ def test_webhook_is_signed_and_retried(
     fake: FakeComfyUI, make_app: MakeApp, receiver: Receiver
 ) -> None:
     secret = "s3cret"
-    client = make_app([fake.url], webhook_secret=secret, webhook_backoff_s=0.05).test_client()
+    client = make_app(
+        [fake.url], webhook_secret=secret, webhook_backoff_s=0.05, webhook_allow_private=True
+    ).test_client()
     job = submit(client, {**SMALL, "webhook_url": receiver.url})
     assert wait_for(lambda: len(receiver.requests) == 2)
     (h1, _), (h2, b2) = receiver.requests
@@ -249,7 +251,9 @@ def test_webhook_failures_are_visible_on_the_job(
     fake: FakeComfyUI, make_app: MakeApp, receiver: Receiver
 ) -> None:
     receiver.fail_first = 100
-    client = make_app([fake.url], webhook_backoff_s=0.01, webhook_max_attempts=3).test_client()
+    client = make_app(
+        [fake.url], webhook_backoff_s=0.01, webhook_max_attempts=3, webhook_allow_private=True
+    ).test_client()
     job = submit(client, {**SMALL, "webhook_url": receiver.url})
     assert wait_for(lambda: len(receiver.requests) == 3)
     assert wait_for(lambda: body(client.get(f"/v1/jobs/{job['id']}"))["webhook"]["attempts"] == 3)

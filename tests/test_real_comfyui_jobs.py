@@ -50,7 +50,11 @@ def test_progress_events_in_order_from_a_real_ksampler(
     make_app: MakeApp, real_comfyui: LocalComfyUI, receiver: Receiver
 ) -> None:
     client = make_app(
-        [real_comfyui.url], webhook_secret="k", webhook_backoff_s=0.05, read_timeout_s=60.0
+        [real_comfyui.url],
+        webhook_secret="k",
+        webhook_backoff_s=0.05,
+        webhook_allow_private=True,
+        read_timeout_s=60.0,
     ).test_client()
     job = submit(client, {**SD, "steps": 4, "webhook_url": receiver.url})
     events = parse_sse(client.get(f"/v1/jobs/{job['id']}/events").get_data(as_text=True))

@@ -419,7 +419,7 @@ def run(
     with _client(server, api_key) as client:
         name = template or client.default_template()
         values = parse_params(client.template(name), params, prompt)
-        job = client.submit(name, values)
+        job = client.submit(template=name, params=values)
         if no_wait:
             click.echo(job.id)
             return

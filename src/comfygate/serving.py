@@ -140,26 +140,11 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def waitress_options(settings: Settings) -> dict[str, Any]:
-    """waitress's adjustments for these settings (bench/serve.py uses the same)."""
-    return {
-        "threads": settings.threads,
-        # Measured in docs/BENCHMARKS.md: waitress's default limit of 100 connections left
-        # the rest unseen in the backlog, and select() cannot watch descriptors past 1023.
-        "connection_limit": settings.threads + 100,
-        "asyncore_use_poll": True,
-        "backlog": 2048,
-        "ident": "comfygate",
-        "channel_timeout": max(120, int(settings.request_timeout_s) + 30),
-    }
-
-
 def run(settings: Settings) -> None:
     """Serve until SIGTERM or Ctrl-C; exit 1 with one line if the gateway cannot start."""
-    from waitress.server import create_server
-
     from comfygate.api.auth import EXTENSION as KEYS
     from comfygate.app import create_app
+    from comfygate.wsgi_server import build_server
 
     logs.configure(settings.log_format, settings.log_level)
     # Before anything starts: a mistyped COMFYGATE_BACKEND would start the local ComfyUI.
@@ -181,9 +166,7 @@ def run(settings: Settings) -> None:
             settings.host,
         )
     try:
-        server = create_server(
-            app, host=settings.host, port=settings.port, **waitress_options(settings)
-        )
+        server = build_server(app, settings)
     except OSError as exc:
         gateway.stop()
         click.echo(

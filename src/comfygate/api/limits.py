@@ -24,6 +24,7 @@ from flask_limiter import Limiter, RateLimitExceeded
 from limits.errors import ConfigurationError
 
 from comfygate.api import auth
+from comfygate.api.clients import client_key
 from comfygate.api.errors import error_response
 from comfygate.config import ConfigError, Settings
 from comfygate.config import without_password as redacted
@@ -34,13 +35,6 @@ EXTENSION = "comfygate.limiter"
 REDIS_TIMEOUT_S = 1.0
 
 log = logging.getLogger(__name__)
-
-
-def _key() -> str:
-    owner = auth.principal().owner
-    if owner is not None and owner != "-":
-        return f"key:{owner}"
-    return f"addr:{request.remote_addr or '-'}"
 
 
 def _exempt() -> bool:
@@ -55,7 +49,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     if uri.startswith("redis"):  # redis, rediss, redis+unix
         options = {"socket_connect_timeout": REDIS_TIMEOUT_S, "socket_timeout": REDIS_TIMEOUT_S}
     limiter = Limiter(
-        key_func=_key,
+        key_func=client_key,
         application_limits=[settings.rate_limit],
         application_limits_exempt_when=_exempt,
         storage_uri=uri,

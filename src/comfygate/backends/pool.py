@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from comfygate.backends.requirements import Missing, Requirements, missing
 from comfygate.comfy.client import ComfyClient
@@ -63,13 +62,12 @@ ConnectionCallback = Callable[["Backend", bool], None]
 DownCallback = Callable[["Backend", bool], None]
 
 
-def parse_backend(spec: str) -> tuple[str, str]:
-    """``name=url`` or a bare URL (named after its host and port)."""
+def parse_backend(spec: str, index: int) -> tuple[str, str]:
+    """``name=url``, or a bare URL named ``backend-<index>``: a name never tells the address
+    (it shows on the public /readyz, in metrics and in jobs' errors)."""
     name, sep, url = spec.partition("=")
     if not sep:
-        url = spec
-        parts = urlsplit(url)
-        name = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        url, name = spec, f"backend-{index}"
     return name.strip(), url.strip().rstrip("/")
 
 
@@ -153,8 +151,10 @@ class BackendPool:
         # that restarts must come back with the same id to hear about its jobs.
         self.client_id = client_id or uuid.uuid4().hex
         self.backends: dict[str, Backend] = {}
-        for spec in specs:
-            name, url = parse_backend(spec)
+        for index, spec in enumerate(specs, 1):
+            name, url = parse_backend(spec, index)
+            if name in self.backends:
+                name = f"{name}-{index}"
             client = ComfyClient(
                 url,
                 self.client_id,
