@@ -111,8 +111,8 @@ def comfyui_install(home: Path | None, no_checkpoint: bool) -> None:
 
 
 class _InstallView:
-    """One line per install step: a spinner with what pip is fetching on a terminal, plain
-    lines otherwise (a log, CI)."""
+    """One line per install step: a spinner, the time it takes and what pip is fetching on a
+    terminal; plain lines otherwise (a log, CI)."""
 
     def __init__(self) -> None:
         self.console = _console()
@@ -125,9 +125,10 @@ class _InstallView:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(
-                SpinnerColumn(),
+                SpinnerColumn(finished_text="ok"),
                 TextColumn("{task.description}"),
                 TimeElapsedColumn(),
+                TextColumn("{task.fields[doing]}", style="dim"),
                 console=self.console,
             )
             self.bar.start()
@@ -140,18 +141,21 @@ class _InstallView:
     def step(self, index: int, total: int, title: str) -> None:
         self.title = f"[{index}/{total}] {title}"
         if self.bar is not None:
-            self.task = self.bar.add_task(self.title, total=1)
+            self.task = self.bar.add_task(self.title, total=1, doing="")
         else:
             self.console.print(self.title)
 
     def activity(self, text: str) -> None:
         if self.bar is not None and self.task is not None:
-            self.bar.update(self.task, description=f"{self.title}: {text}")
+            width = max(10, self.console.width - len(self.title) - 20)
+            shown = text if len(text) <= width else text[: width - 1] + "\u2026"
+            self.bar.update(self.task, doing=shown)
 
     def step_done(self, seconds: float, skipped: bool) -> None:
         result = "already there" if skipped else f"done in {seconds:.0f} s"
         if self.bar is not None and self.task is not None:
-            self.bar.update(self.task, description=f"{self.title}: {result}", completed=1)
+            # The time column shows how long it took.
+            self.bar.update(self.task, doing=result.split(" in ")[0], completed=1)
         else:
             self.console.print(f"{self.title}: {result}")
 
