@@ -137,9 +137,9 @@ def infer_parameters(
         prompts(graph, params, p, prefix)
         rules.sampling(graph, params, p, prefix)
         rules.sizes(graph, params, p, prefix)
-    for node_id in graph.ids():  # latents no pass was found to use
+    for node_id in graph.ids():  # latents no pass was found to use: numbered, not tied
         if graph.nodes[node_id]["class_type"].startswith("Empty"):
-            rules.size_node(graph, params, node_id)
+            rules.size_node(graph, params, node_id, tie=None)
     rules.frame_rates(graph, params)
     rules.echoes(graph, params)
     rules.loaders(graph, params, roles)

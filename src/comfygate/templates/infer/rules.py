@@ -10,7 +10,13 @@ not. The seed is one for the whole job: every pass that adds noise takes it.
 from __future__ import annotations
 
 from comfygate.templates.infer.graph import LATENT_INPUTS, SAMPLERS, Graph, Pass
-from comfygate.templates.infer.params import NAME_MAX_LENGTH, Fallback, Params, builtin_choices
+from comfygate.templates.infer.params import (
+    NAME_MAX_LENGTH,
+    Fallback,
+    Params,
+    Tie,
+    builtin_choices,
+)
 from comfygate.templates.model import SEED_MAX
 
 IMAGE_DESCRIPTION = (
@@ -151,7 +157,9 @@ def sizes(graph: Graph, params: Params, p: Pass, prefix: str) -> None:
             return
 
 
-def size_node(graph: Graph, params: Params, node_id: str, prefix: str = "") -> bool:
+def size_node(
+    graph: Graph, params: Params, node_id: str, prefix: str = "", tie: Tie = "equal"
+) -> bool:
     inputs = graph.inputs(node_id)
     held = [name for name in _SIZES if name in inputs and params.literal(node_id, name)]
     if not held or (not prefix and held == ["scale_by"]):
@@ -160,7 +168,7 @@ def size_node(graph: Graph, params: Params, node_id: str, prefix: str = "") -> b
         base, fallback, text = _SIZES[input_name]
         if not prefix and base == "scale":
             continue
-        params.param(prefix + base, node_id, input_name, fallback, text, tie="equal", quiet=True)
+        params.param(prefix + base, node_id, input_name, fallback, text, tie=tie, quiet=True)
     return True
 
 
