@@ -351,7 +351,7 @@ def test_imported_img2img_runs_with_an_uploaded_image(
     # templates check (what `comfygate templates check` prints) finds nothing missing.
     [backend] = body(client.get("/v1/templates/check"))["backends"]
     [mine] = [t for t in backend["templates"] if t["name"] == "mine"]
-    assert mine == {"name": "mine", "ok": True, "problems": []}
+    assert mine == {"name": "mine", "ok": True, "optional": False, "problems": []}
 
 
 def _advanced(seed: int) -> dict[str, Any]:
