@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 
+from comfygate.comfy.local import LocalComfyUI
 from comfygate.templates import Template, TemplateRegistry, bind, resolve_params, validate_params
 from comfygate.templates.check import Problem, blocks, check_template, combo_options
 from comfygate.templates.registry import parse_template
@@ -129,14 +131,13 @@ def test_frontend_widgets_comfyui_ignores_are_not_problems(object_info: dict[str
         "1": {"class_type": "LoadImage", "inputs": {"image": "x.png", "upload": "image"}},
         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
     }
-    per_request = {
-        "name": "load",
-        "parameters": {"image": {"type": "image", "required": True, "targets": ["1.image"]}},
-        "workflow": workflow,
+    parameters: dict[str, Any] = {
+        "image": {"type": "image", "required": True, "targets": ["1.image"]}
     }
+    per_request = {"name": "load", "parameters": parameters, "workflow": workflow}
     assert check_template(_template(per_request), object_info) == []
     # A parameter that writes such an input would do nothing: that is a problem.
-    per_request["parameters"]["button"] = {
+    parameters["button"] = {
         "type": "string",
         "default": "image",
         "targets": ["1.upload"],
@@ -324,3 +325,16 @@ def test_check_route_with_an_unreachable_backend(make_app: MakeApp) -> None:
     assert backend["status"] == "unhealthy"
     assert backend["templates"] == []
     assert "127.0.0.1:9" not in json.dumps(backend.get("error"))
+
+
+@pytest.mark.comfyui
+def test_the_recorded_object_info_is_the_real_comfyuis(real_comfyui: LocalComfyUI) -> None:
+    """The fixture the corpus and the SDXL/Flux checks use is what a real 0.3.75 answers
+    (less the audio nodes its install cannot load, recorded apart)."""
+    live: dict[str, Any] = requests.get(f"{real_comfyui.url}/object_info", timeout=60).json()
+    recorded = real_object_info()
+    audio = json.loads((SAMPLES.parent / "object_info-comfyui-0.3.75-audio.json").read_text())
+    assert set(live) == set(recorded) - set(audio)
+    for name in OPTIONAL_BUILTINS:
+        template = TemplateRegistry.load().get(name)
+        assert {p.kind for p in check_template(template, live)} == {"model"}, name

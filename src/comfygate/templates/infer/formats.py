@@ -29,6 +29,11 @@ class TemplateImportError(TemplateError):
     """A workflow cannot be made into a template; the message says why and what to do."""
 
 
+def id_key(node_id: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key of node ids: numeric ones by number, ``75:3`` after ``75``, before ``76``."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in node_id.split(":"))
+
+
 def is_node(value: Any) -> bool:
     return (
         isinstance(value, dict)

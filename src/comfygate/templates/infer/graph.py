@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfygate.templates.infer.ui import id_key
+from comfygate.templates.infer.formats import id_key
 from comfygate.templates.raw import is_link
 
 Input = tuple[str, str]

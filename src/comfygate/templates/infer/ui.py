@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfygate.templates.infer.formats import EXPORT_HINT, TemplateImportError
+from comfygate.templates.infer.formats import EXPORT_HINT, TemplateImportError, id_key
 from comfygate.templates.infer.links import Link, parse_links
 from comfygate.templates.infer.nodeinfo import (
     WIDGET_TYPES,
@@ -42,11 +42,6 @@ class Converted:
 
     graph: dict[str, Any]
     ties: list[list[Input]] = field(default_factory=list)
-
-
-def id_key(node_id: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key: numeric ids by number, ``75:3`` after ``75`` and before ``76``."""
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in node_id.split(":"))
 
 
 def convert_ui(data: dict[str, Any], object_info: dict[str, Any], notes: list[str]) -> Converted:
