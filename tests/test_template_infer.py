@@ -998,3 +998,26 @@ def test_any_node_with_a_filename_prefix_is_a_saver() -> None:
 def test_a_file_that_is_not_an_object_info_says_so(info: Any) -> None:
     with pytest.raises(TemplateImportError, match="GET /object_info"):
         import_workflow(_ui(), "sd15", info)
+
+
+def test_a_ui_primitive_node_feeding_two_inputs_is_one_parameter() -> None:
+    ui = _ui()
+    for node_id, name in ((3, "steps"), (5, "batch_size")):
+        _node(ui, node_id)["inputs"].append(
+            {"name": name, "type": "INT", "widget": {"name": name}, "link": 20 + node_id}
+        )
+        ui["links"].append([20 + node_id, 20, 0, node_id, 9, "INT"])
+    ui["nodes"].append(
+        {
+            "id": 20,
+            "type": "PrimitiveNode",
+            "mode": 0,
+            "outputs": [{"name": "INT", "type": "INT", "links": [23, 25]}],
+            "widgets_values": [2, "fixed"],
+        }
+    )
+    result = import_workflow(ui, "tied", OBJECT_INFO)
+    workflow, params = result.template["workflow"], _params(result)
+    assert (workflow["3"]["inputs"]["steps"], workflow["5"]["inputs"]["batch_size"]) == (2, 2)
+    assert params["steps"]["targets"] == ["3.steps", "5.batch_size"]
+    assert "batch_size" not in params  # written by 'steps', as the workflow ties them
