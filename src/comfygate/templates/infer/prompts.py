@@ -35,7 +35,7 @@ _CONDITIONING = ("conditioning", "conditioning_1", "conditioning_2", "conditioni
 GUIDANCE = "Guidance scale the model is conditioned on (Flux)."
 
 
-def encoders(graph: Graph, starts: list[Any], notes: list[str]) -> list[str]:
+def encoders(graph: Graph, starts: list[Any]) -> list[str]:
     """Text encoders that conditioning links come from, nearest first: through conditioning
     inputs, and the positive/negative pairs of nodes like ControlNetApplyAdvanced (output 0 is
     the positive, 1 the negative)."""
@@ -68,8 +68,8 @@ def prompts(graph: Graph, params: Params, p: Pass, prefix: str) -> None:
     """The prompts of pass ``p``; a later pass (``prefix``: ``refiner_``, ``hires_``) joins
     the first pass's parameter when its text is the same, else gets one of its own."""
     label = f"{graph.nodes[p.node_id]['class_type']} {p.node_id}"
-    positive = encoders(graph, p.positive, params.notes)
-    negative = [n for n in encoders(graph, p.negative, params.notes) if n not in positive[:1]]
+    positive = encoders(graph, p.positive)
+    negative = [n for n in encoders(graph, p.negative) if n not in positive[:1]]
     if positive:
         _prompt(graph, params, "prompt", prefix, positive, "What to draw.", "positive")
     elif not prefix:

@@ -8,7 +8,8 @@ early-2023 saves) is skipped; muted nodes are left out; bypassed nodes pass thei
 same type through; Reroute nodes are followed; PrimitiveNode values are written into every
 input they feed (and those inputs are remembered as tied: one parameter writes them all);
 Note and MarkdownNote nodes are dropped. Node types the ComfyUI does not know are named all
-at once when connected, left out with a note when not.
+at once when connected, left out with a note when not. Legacy group nodes (``workflow>...``)
+are refused with the fix (ComfyUI's "Convert to nodes").
 """
 
 from __future__ import annotations
