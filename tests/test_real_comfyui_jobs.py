@@ -18,7 +18,8 @@ from comfygate.comfy.local import LocalComfyUI
 from tests.conftest import MakeApp, body
 from tests.helpers import comfy_idle, parse_sse, wait_for
 from tests.processes import GatewayProcess
-from tests.test_jobs_api import Receiver, finished, status_of, submit
+from tests.receivers import Receiver
+from tests.test_jobs_api import finished, status_of, submit
 
 pytestmark = pytest.mark.comfyui
 
@@ -27,7 +28,7 @@ SD = {"prompt": "a lighthouse", "width": 64, "height": 64, "seed": 5}
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+    r = Receiver(fail_first=1)
     yield r
     r.close()
 
@@ -66,7 +67,7 @@ def test_progress_events_in_order_from_a_real_ksampler(
     assert events[-1][1]["status"] == "succeeded"
     # The webhook: first delivery refused, the retry verified.
     assert wait_for(lambda: len(receiver.requests) == 2, 10)
-    headers, payload = receiver.requests[1]
+    _, headers, payload = receiver.requests[1]
     expected = "sha256=" + hmac.new(b"k", payload, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(headers["X-ComfyGate-Signature"], expected)
     assert json.loads(payload)["outputs"][0]["content_type"] == "image/png"

@@ -11,9 +11,7 @@ no. The connection mechanics are shown on 127.0.0.2, which the ``pretend_public`
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -24,42 +22,10 @@ from comfygate.api.images import RESOLVER
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp, body
 from tests.helpers import wait_for
+from tests.receivers import Receiver
 from tests.test_inputs import NOBODY_THERE, PRETEND_PUBLIC, FakeDNS, pretend_public  # noqa: F401
 
 SOLID = {"template": "solid", "width": 8, "height": 8, "cache": False}
-
-
-class Receiver:
-    """Records every POST; answers ``status`` (with ``location`` for a redirect)."""
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        self.status = 200
-        self.location: str | None = None
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.requests.append((self.path, dict(self.headers), data))
-                self.send_response(receiver.status)
-                if receiver.location:
-                    self.send_header("Location", receiver.location)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((host, 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp, body
 from tests.helpers import wait_for
 from tests.processes import GatewayProcess
-from tests.test_webhook_egress import SOLID, Receiver
+from tests.receivers import Receiver
+from tests.test_webhook_egress import SOLID
 
 SECRET = "outbox-secret-0123456789"
 LOOPBACK = EgressPolicy(allow_http=True, allow_private=True)

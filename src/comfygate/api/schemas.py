@@ -201,6 +201,11 @@ class TemplateProblem(_Response):
 class TemplateCheckResult(_Response):
     name: str
     ok: bool
+    optional: bool = Field(
+        False,
+        description="The template needs models many backends lack (built-in SDXL, Flux): "
+        "missing node types or models make it unavailable there, not a failure.",
+    )
     problems: list[TemplateProblem]
 
 

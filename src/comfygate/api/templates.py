@@ -55,6 +55,7 @@ def check_templates() -> Response:
                     {
                         "name": template.name,
                         "ok": not problems,
+                        "optional": template.optional,
                         "problems": [p.to_dict() for p in problems],
                     }
                 )

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from comfygate.backends.requirements import Missing, Requirements, missing
+from comfygate.backends.requirements import Missing, Requirements, _choices, missing
 from comfygate.comfy.client import ComfyClient
 from comfygate.comfy.events import Event, QueueStatus
 from comfygate.comfy.listener import WebsocketListener
@@ -44,6 +44,10 @@ MODEL_INPUTS: dict[str, tuple[str, str]] = {
     "loras": ("LoraLoader", "lora_name"),
     "vae": ("VAELoader", "vae_name"),
     "upscale_models": ("UpscaleModelLoader", "model_name"),
+    "diffusion_models": ("UNETLoader", "unet_name"),
+    "text_encoders": ("CLIPLoader", "clip_name"),
+    "controlnet": ("ControlNetLoader", "control_net_name"),
+    "clip_vision": ("CLIPVisionLoader", "clip_name"),
 }
 
 Routing = Literal["least_loaded", "round_robin"]
@@ -111,10 +115,10 @@ class Backend:
     def model_choices(self, folder: str) -> list[str]:
         node, name = MODEL_INPUTS.get(folder, ("", ""))
         try:
-            choices = self.object_info[node]["input"]["required"][name][0]
+            spec = self.object_info[node]["input"]["required"][name]
         except (KeyError, IndexError, TypeError):
             return []
-        return [c for c in choices if isinstance(c, str)]
+        return _choices(spec) or []  # either combo form (UpscaleModelLoader has the newer)
 
     def status(self, *, show_url: bool = False) -> dict[str, Any]:
         models = sum(len(self.model_choices(folder)) for folder in MODEL_INPUTS)
