@@ -6,14 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from comfygate.config import (
-    SECRET_SETTINGS,
-    ConfigError,
-    Settings,
-    load_settings,
-    prepare_data_dir,
-    unknown_variables,
-)
+from comfygate.config import ConfigError, Settings, load_settings, prepare_data_dir
+from comfygate.serving import SECRET_SETTINGS, unknown_variables
 
 
 def test_defaults_match_the_contract() -> None:

@@ -23,7 +23,8 @@ import yaml
 from click.testing import CliRunner
 
 from comfygate.cli import main
-from comfygate.config import Settings, unknown_variables
+from comfygate.config import Settings
+from comfygate.serving import unknown_variables
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.helpers import wait_for
 from tests.processes import GatewayProcess, free_port

@@ -7,7 +7,6 @@ with a line saying what it is for. Knows nothing of Flask.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 import os
@@ -380,32 +379,6 @@ def load_settings_with_sources(
     return settings, {name: sources.get(name, "default") for name in Settings.model_fields}
 
 
-# COMFYGATE_* variables that are not settings: the config file, and the client commands'.
-OTHER_VARIABLES = frozenset({"CONFIG", "SERVER", "API_KEY"})
-
-
-def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
-    """One warning per ``COMFYGATE_*`` variable that is no setting (a typo is otherwise
-    silently ignored: ``COMFYGATE_BACKEND=...`` would start the local ComfyUI instead),
-    naming the likely intended one."""
-    env = os.environ if environ is None else environ
-    known = {name.upper() for name in Settings.model_fields} | OTHER_VARIABLES
-    warnings = []
-    for key in sorted(env):
-        name = key.removeprefix(ENV_PREFIX)
-        if not key.startswith(ENV_PREFIX) or name in known:
-            continue
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
-        hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
-        warnings.append(f"{key} is not a ComfyGate setting and is ignored{hint}")
-    return warnings
-
-
-# Shown masked by `comfygate config`; URLs are shown without their password.
-SECRET_SETTINGS = frozenset({"api_keys", "webhook_secret"})
-_URL_SETTINGS = frozenset({"redis_url", "rate_limit_storage_uri"})
-
-
 def without_password(uri: str) -> str:
     """``uri`` with its password (``redis://:secret@host``) replaced by ``***``."""
     parts = urlsplit(uri)
@@ -413,25 +386,6 @@ def without_password(uri: str) -> str:
         return uri
     user = f"{parts.username}:" if parts.username else ":"
     return parts._replace(netloc=f"{user}***@{parts.netloc.rpartition('@')[2]}").geturl()
-
-
-def shown_value(settings: Settings, name: str) -> str:
-    """A setting's value as an operator may see it: secrets masked, lists comma-separated."""
-    value = getattr(settings, name)
-    if value is None or value == [] or value == {}:
-        return "unset"
-    if name in SECRET_SETTINGS:
-        count = len(value) if isinstance(value, list) else 1
-        return f"*** ({count} key{'s' if count != 1 else ''})" if name == "api_keys" else "***"
-    if name in _URL_SETTINGS:
-        return without_password(str(value))
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"))
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -5,17 +5,22 @@ setting with its meaning, its ``COMFYGATE_*`` variable and its default, and a ne
 flag without another line here. Secrets (``SECRET_SETTINGS``) get no flag: a command line is
 visible to every user of the machine (``ps``); they come from the environment or the file.
 
-``run`` builds the app and runs it on waitress until SIGTERM or Ctrl-C, then stops in order.
+``comfygate config`` shows each setting's value (secrets masked) and source, and names the
+``COMFYGATE_*`` variables that are no setting; ``run`` builds the app and runs it on waitress
+until SIGTERM or Ctrl-C, then stops in order.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import json
 import logging
+import os
 import signal
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -25,17 +30,60 @@ from pydantic.fields import FieldInfo
 from comfygate import __version__, logs
 from comfygate.config import (
     ENV_PREFIX,
-    SECRET_SETTINGS,
     ConfigError,
     Settings,
     load_settings_with_sources,
-    shown_value,
-    unknown_variables,
+    without_password,
 )
 
 log = logging.getLogger("comfygate.serve")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# COMFYGATE_* variables that are not settings: the config file, and the client commands'.
+OTHER_VARIABLES = frozenset({"CONFIG", "SERVER", "API_KEY"})
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per ``COMFYGATE_*`` variable that is no setting (a typo is otherwise
+    silently ignored: ``COMFYGATE_BACKEND=...`` would start the local ComfyUI instead),
+    naming the likely intended one."""
+    env = os.environ if environ is None else environ
+    known = {name.upper() for name in Settings.model_fields} | OTHER_VARIABLES
+    warnings = []
+    for key in sorted(env):
+        name = key.removeprefix(ENV_PREFIX)
+        if not key.startswith(ENV_PREFIX) or name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+        warnings.append(f"{key} is not a ComfyGate setting and is ignored{hint}")
+    return warnings
+
+
+# Shown masked by `comfygate config`; URLs are shown without their password.
+SECRET_SETTINGS = frozenset({"api_keys", "webhook_secret"})
+_URL_SETTINGS = frozenset({"redis_url", "rate_limit_storage_uri"})
+
+
+def shown_value(settings: Settings, name: str) -> str:
+    """A setting's value as an operator may see it: secrets masked, lists comma-separated."""
+    value = getattr(settings, name)
+    if value is None or value == [] or value == {}:
+        return "unset"
+    if name in SECRET_SETTINGS:
+        count = len(value) if isinstance(value, list) else 1
+        return f"*** ({count} key{'s' if count != 1 else ''})" if name == "api_keys" else "***"
+    if name in _URL_SETTINGS:
+        return without_password(str(value))
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
 
 # Names kept from before the flags were generated (the README and scripts use them).
 _ALIASES = {"backends": ("--backend",)}
