@@ -3,6 +3,9 @@ says how many proxies append to them; a client can never pick its own address ot
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from flask.testing import FlaskClient
 
 from comfygate.testing.fake_comfyui import FakeComfyUI
@@ -44,3 +47,15 @@ def test_a_forwarded_prefix_is_in_the_location_only_from_a_trusted_proxy(
         resp = client.post("/v1/jobs", json={"template": "solid"}, headers=headers)
         assert resp.status_code == 202
         assert resp.headers["Location"] == f"{prefix}/v1/jobs/{resp.get_json()['id']}"
+
+
+def test_the_access_log_names_the_client_the_trusted_proxy_saw(
+    fake: FakeComfyUI, make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "comfygate.access")
+    for trusted, client in ((0, "10.9.9.9"), (1, "203.0.113.7")):
+        caplog.clear()
+        app = make_app([fake.url], trusted_proxies=trusted)
+        assert get(app.test_client(), "203.0.113.7") == 200
+        (line,) = [r for r in caplog.records if r.getMessage() == "request"]
+        assert line.__dict__["client"] == client
