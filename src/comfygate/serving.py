@@ -13,7 +13,6 @@ until SIGTERM or Ctrl-C, then stops in order.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from comfygate.config import (
     ENV_PREFIX,
     ConfigError,
     Settings,
+    is_loopback,
     load_settings_with_sources,
     without_password,
 )
@@ -179,15 +179,6 @@ def print_config(settings: Settings, sources: dict[str, str]) -> None:
         click.echo(f"comfygate: warning: {warning}", err=True)
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def run(settings: Settings) -> None:
     """Serve until SIGTERM or Ctrl-C; exit 1 with one line if the gateway cannot start."""
     from comfygate.api.auth import EXTENSION as KEYS
@@ -208,7 +199,7 @@ def run(settings: Settings) -> None:
         sys.exit(1)
     gateway = app.extensions["comfygate"]
     # The one place that warns about an open gateway (docs/SECURITY.md).
-    if not _loopback(settings.host) and not app.extensions[KEYS]:
+    if not is_loopback(settings.host) and not app.extensions[KEYS]:
         log.warning(
             "listening on %s with no API_KEYS or API_KEYS_FILE: anyone who reaches it can use it",
             settings.host,
