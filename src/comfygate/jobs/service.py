@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import logging
 import threading
 import time
@@ -80,6 +81,14 @@ class ServiceOptions:
     retention_s: float = 7 * 86400.0
     sweep_interval_s: float = 60.0
     limits: CostLimits = field(default_factory=CostLimits)
+
+
+def output_prefix(job_id: str) -> str:
+    """The ``filename_prefix`` a job's output nodes get. ComfyUI writes the whole prompt,
+    this prefix included, into every PNG it saves, and a cache hit serves those very bytes to
+    whoever asks next (another key too): so the prefix is a one-way digest of the job id, which
+    names no job, rather than the id itself."""
+    return "comfygate_" + hashlib.sha256(job_id.encode()).hexdigest()[:32]
 
 
 def _image_names(
@@ -270,7 +279,7 @@ class JobService:
         """The job's own graph (a copy of its template's, with the values and its
         filename_prefix), and a 503 if no usable backend has what it needs."""
         template = self.templates.get(job.template)
-        job.graph = bind(template, job.params, f"comfygate_{job.id}")
+        job.graph = bind(template, job.params, output_prefix(job.id))
         runnable, reason = self.pool.check(requirements(job.graph))
         if not runnable:
             raise BackendUnavailable(reason)
@@ -400,7 +409,7 @@ class JobService:
             id=job_id,
             template=raw.RAW_TEMPLATE,
             params={},
-            graph=apply_output_prefix(copy.deepcopy(workflow), f"comfygate_{job_id}"),
+            graph=apply_output_prefix(copy.deepcopy(workflow), output_prefix(job_id)),
             owner=owner,
             inputs=sorted({i.filename() for i in images}),
         )

@@ -15,8 +15,9 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\.[a-z0-9]{1,5}$")
+# fullmatch, not ^...$: "$" also matches before a trailing newline.
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\.[a-z0-9]{1,5}")
 
 # Extensions ComfyUI output nodes write, with the content type served for each.
 CONTENT_TYPES = {
@@ -57,7 +58,7 @@ class LocalStorage:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, job_id: str, name: str | None = None) -> Path | None:
-        if not _JOB_ID.match(job_id) or (name is not None and not _NAME.match(name)):
+        if not _JOB_ID.fullmatch(job_id) or (name is not None and not _NAME.fullmatch(name)):
             return None
         path = self.root / job_id if name is None else self.root / job_id / name
         # resolve() follows symlinks: a link pointing out of the root is refused too.

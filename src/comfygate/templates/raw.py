@@ -46,8 +46,9 @@ from comfygate.errors import ValidationFailed
 
 MAX_NODES = 500
 RAW_TEMPLATE = "workflow"  # the `template` of a raw workflow's job
-_NODE_ID = re.compile(r"^[A-Za-z0-9_:.-]{1,64}$")
-GATEWAY_IMAGE_NAME = re.compile(r"^cg-[0-9a-f]{32}\.(?:png|jpg|webp)$")
+# Used with fullmatch: "^...$" would also take a trailing newline ("1\n").
+_NODE_ID = re.compile(r"[A-Za-z0-9_:.-]{1,64}")
+GATEWAY_IMAGE_NAME = re.compile(r"cg-[0-9a-f]{32}\.(?:png|jpg|webp)")
 IMAGE_NODE = "LoadImage"
 IMAGE_INPUT = "image"
 
@@ -491,7 +492,7 @@ def check_shape(workflow: Any) -> dict[str, dict[str, Any]]:
     graph: dict[str, dict[str, Any]] = {}
     for node_id, node in workflow.items():
         where = f"workflow.{str(node_id)[:64]}"
-        if not _NODE_ID.match(node_id):
+        if not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id):
             raise ValidationFailed(
                 f"node id {str(node_id)[:64]!r} must be 1 to 64 letters, digits or _:.-",
                 field=where,
@@ -549,7 +550,11 @@ def check_nodes(graph: dict[str, dict[str, Any]], allowed: frozenset[str]) -> No
 def check_images(graph: dict[str, dict[str, Any]], names: set[str]) -> None:
     """Every LoadImage loads one of ``names``: images the gateway checked and named."""
     for node_id, value in image_inputs(graph):
-        if not isinstance(value, str) or not GATEWAY_IMAGE_NAME.match(value) or value not in names:
+        if (
+            not isinstance(value, str)
+            or not GATEWAY_IMAGE_NAME.fullmatch(value)
+            or value not in names
+        ):
             raise ValidationFailed(
                 f"node {node_id!r} (LoadImage): 'image' must be a data: URI or an https URL "
                 "of the image",
