@@ -66,7 +66,7 @@ def parse_json_object(raw: bytes | str, what: str = "the body") -> dict[str, Any
         data = json.loads(data_bytes, parse_constant=_no_constant, parse_float=_finite)
     except _NotFinite as exc:
         raise BadRequest(
-            f"{what} holds a number that is not finite ({exc.text[:32]}): numbers must be finite",
+            f"{what} is not valid JSON: {exc.text[:32]} is not a finite number",
             {"number": exc.text[:32]},
         ) from None
     except (ValueError, RecursionError):

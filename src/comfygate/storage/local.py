@@ -12,8 +12,11 @@ import mimetypes
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+
+from PIL import Image, UnidentifiedImageError
 
 # fullmatch, not ^...$: "$" also matches before a trailing newline.
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -50,6 +53,21 @@ def output_name(node_id: str, index: int, comfy_filename: str) -> str:
 def content_type(name: str) -> str:
     ext = PurePosixPath(name).suffix.lower()
     return CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def image_size(path: Path | None) -> tuple[int, int] | None:
+    """(width, height) of a stored image, read from its header only; None if not an image."""
+    if path is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                return image.size
+        except Image.DecompressionBombError:
+            return (Image.MAX_IMAGE_PIXELS or 1 << 30, 2)  # past Pillow's own bomb limit
+        except (UnidentifiedImageError, OSError):
+            return None
 
 
 class LocalStorage:

@@ -1,0 +1,90 @@
+"""Values in a raw workflow: what an input will receive when it is known before the graph
+runs, and an order of the nodes that puts every node after the ones it links to.
+
+An input's value is its literal, or, through links, the ``value`` of a ``Primitive*`` node
+(chains followed). Any other node's output (``GetImageSize``, ``StringLength``...) is
+``Unknown``: it exists only once the graph runs. Pure functions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from comfygate.errors import ValidationFailed
+from comfygate.templates.raw import is_link
+
+PRIMITIVES = frozenset(
+    {
+        "PrimitiveInt",
+        "PrimitiveFloat",
+        "PrimitiveBoolean",
+        "PrimitiveString",
+        "PrimitiveStringMultiline",
+    }
+)
+# Nodes whose images the job returns (every other saver is denied in raw workflows).
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A value only known once the graph runs: the output of a node that is not a constant."""
+
+    node_id: str
+    class_type: str
+
+
+def resolve(graph: dict[str, dict[str, Any]], value: Any) -> Any:
+    """A literal, or the constant a chain of Primitive nodes passes on, or Unknown."""
+    seen: set[str] = set()
+    while is_link(value):
+        source = graph[value[0]]
+        if source["class_type"] not in PRIMITIVES or value[1] != 0 or value[0] in seen:
+            return Unknown(value[0], str(source["class_type"])[:100])
+        seen.add(value[0])
+        value = source["inputs"].get("value")
+    return value
+
+
+def as_number(value: Any) -> int | float | None:
+    """The number ComfyUI makes of an INT or FLOAT input (it casts strings), else None."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float):
+        return value if not isinstance(value, float) or math.isfinite(value) else None
+    if isinstance(value, str):
+        for cast in (int, float):
+            try:
+                number = cast(value)
+            except ValueError:
+                continue
+            return number if math.isfinite(number) else None
+    return None
+
+
+def order(graph: dict[str, dict[str, Any]]) -> list[str]:
+    """The nodes, every node after the ones it links to (Kahn); a cycle is refused."""
+    needs = {
+        node_id: {v[0] for v in node["inputs"].values() if is_link(v)}
+        for node_id, node in graph.items()
+    }
+    users: dict[str, list[str]] = {node_id: [] for node_id in graph}
+    for node_id, sources in needs.items():
+        for source in sources:
+            users[source].append(node_id)
+    ready = [node_id for node_id, sources in needs.items() if not sources]
+    done: list[str] = []
+    while ready:
+        node_id = ready.pop()
+        done.append(node_id)
+        for user in users[node_id]:
+            needs[user].discard(node_id)
+            if not needs[user]:
+                ready.append(user)
+    if len(done) < len(graph):
+        stuck = sorted(set(graph) - set(done))[0]
+        raise ValidationFailed(
+            f"the workflow has a cycle through node {stuck!r}", field=f"workflow.{stuck}"
+        )
+    return done
