@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 from PIL import Image
 
@@ -20,6 +21,7 @@ from comfygate.templates.limits import CostLimits
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from comfygate.testing.fake_comfyui.catalogue import DEFAULT_CHECKPOINT
 from tests.conftest import MakeApp, body
+from tests.helpers import wait_for
 
 
 def sd_graph(batch: Any = 1, amount: Any = 8, size: int = 64) -> dict[str, Any]:
@@ -351,3 +353,39 @@ def test_a_job_returning_too_large_an_image_is_stopped(
     again = client.post("/v1/generate", json={"template": "grow"})
     assert again.status_code == 502
     assert len(fake.submissions) == 2
+
+
+def test_the_job_is_interrupted_on_comfyui_as_soon_as_it_is_over(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
+    # SaveImage "9" returns 3 images first (ComfyUI runs output nodes as soon as it can); a
+    # 200-step sampling would follow. The gateway stops the prompt on ComfyUI when the
+    # images are reported, instead of letting the sampling run.
+    folder = tmp_path / "templates"
+    graph = sd_graph(amount=1)
+    graph["1"]["inputs"]["ckpt_name"] = DEFAULT_CHECKPOINT
+    graph["5"]["inputs"]["steps"] = 200
+    graph["8"] = node("EmptyImage", width=8, height=8, batch_size=3, color=0)
+    graph["9"] = save("8")
+    write_template(folder, "early", graph)
+    spec = json.loads((folder / "early.json").read_text())
+    spec["parameters"]["width"]["targets"] = ["8.width"]
+    (folder / "early.json").write_text(json.dumps(spec))
+    with FakeComfyUI(step_time_s=0.2) as fake:
+        client = make_app([fake.url], templates_dir=str(folder), max_batch_size=2).test_client()
+        job_id = body(client.post("/v1/jobs", json={"template": "early"}))["id"]
+
+        def status() -> str:
+            return str(body(client.get(f"/v1/jobs/{job_id}"))["status"])
+
+        assert wait_for(lambda: status() == "failed", 30)
+        job = body(client.get(f"/v1/jobs/{job_id}"))
+        assert job["error"]["details"]["setting"] == "MAX_BATCH_SIZE"
+        assert job["outputs"] == []
+
+        def history() -> list[str]:
+            entries = requests.get(f"{fake.url}/history", timeout=5).json().values()
+            return [str(e["status"]["messages"][-1][0]) for e in entries]
+
+        assert wait_for(lambda: bool(history()), 10)
+        assert history() == ["execution_interrupted"]
