@@ -2,8 +2,10 @@
 runs, and an order of the nodes that puts every node after the ones it links to.
 
 An input's value is its literal, or, through links, the ``value`` of a ``Primitive*`` node
-(chains followed). Any other node's output (``GetImageSize``, ``StringLength``...) is
-``Unknown``: it exists only once the graph runs. Pure functions.
+(chains followed). ComfyUI 0.3.75 has no arithmetic nodes; the other nodes with number
+outputs (``GetImageSize``, ``StringLength``, ``SamplingPercentToSigma``, the Wan video nodes'
+sizes) compute them from what flows through the graph, so their output is ``Unknown``: it
+exists only once the graph runs. Pure functions.
 """
 
 from __future__ import annotations
