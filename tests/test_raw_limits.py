@@ -236,6 +236,16 @@ def save(source: str) -> dict[str, Any]:
         ({"1": node("EmptyImage", width=64, height=64, batch_size=1, color=0),
           "2": node("ImageScaleToTotalPixels", image=["1", 0], upscale_method="area",
                     megapixels=1.0)}, "MAX_PIXELS", "pixels"),
+        ({"1": node("EmptyImage", width=64, height=64, batch_size=1, color=0),
+          "2": node("ImageScaleToTotalPixels", image=["1", 0], upscale_method="area",
+                    megapixels=0.2),
+          "3": node("ImageScaleBy", image=["2", 0], upscale_method="area", scale_by=2.0)},
+         "MAX_PIXELS", "pixels"),
+        ({"1": node("EmptyImage", width=64, height=64, batch_size=1, color=0),
+          "2": node("ImageScaleToTotalPixels", image=["1", 0], upscale_method="area",
+                    megapixels=0.2),
+          "3": node("ImagePadForOutpaint", image=["2", 0], left=8, top=0, right=0, bottom=0,
+                    feathering=0)}, "MAX_PIXELS", "cannot be known"),
         # what cannot be known before it runs
         ({"1": node("EmptyImage", width=64, height=64, batch_size=1, color=0),
           "2": node("UpscaleModelLoader", model_name="x.pth"),
@@ -272,6 +282,13 @@ def test_graph_shapes(graph: dict[str, Any], setting: str, fragment: str) -> Non
         {"1": node("EmptyImage", width=64, height=64, batch_size=1, color=0),
          "2": node("ImageScaleToTotalPixels", image=["1", 0], upscale_method="area",
                    megapixels=0.2)},
+        # a size known only as an area still goes through batch and scale nodes
+        {"1": node("EmptyImage", width=64, height=64, batch_size=1, color=0),
+         "2": node("ImageScaleToTotalPixels", image=["1", 0], upscale_method="area",
+                   megapixels=0.1),
+         "3": node("RepeatImageBatch", image=["2", 0], amount=2),
+         "4": node("ImageScaleBy", image=["3", 0], upscale_method="area", scale_by=1.2),
+         "5": save("4")},
     ],
 )  # fmt: skip
 def test_graph_shapes_within_limits(graph: dict[str, Any]) -> None:

@@ -103,11 +103,28 @@ class Node:
         reason = self.why or f"node {self.id!r} ({self.class_type}): {why}"
         return Shape(batch, None, None, why=reason)
 
-    def shape(self, batch: float | None, width: float | None, height: float | None) -> Shape:
+    def shape(
+        self,
+        batch: float | None,
+        width: float | None,
+        height: float | None,
+        area: float | None = None,
+        base: Shape | None = None,
+    ) -> Shape:
+        """A shape from bounds (rounded up); ``base``: the input it came from, whose reason
+        carries over when something is unknown."""
+
         def up(v: float | None) -> int | None:
             return None if v is None else max(0, math.ceil(v))
 
-        return Shape(up(batch), up(width), up(height), why=self.why)
+        why = self.why or (base.why if base is not None else "")
+        if not why and (batch is None or width is None or height is None) and area is None:
+            why = f"node {self.id!r} ({self.class_type}): its size cannot be known before it runs"
+        return Shape(up(batch), up(width), up(height), up(area), why)
+
+    def rebatch(self, base: Shape, batch: float | None) -> Shape:
+        """``base`` with another batch."""
+        return self.shape(batch, base.width, base.height, base.area, base)
 
 
 def largest(shapes: list[Shape], node: Node) -> Shape:
@@ -158,13 +175,13 @@ def _no_pixels(node: Node) -> Shape:
 
 def _repeat(node: Node) -> Shape:
     base = largest(node.shapes(), node)
-    return node.shape(_times(base.batch, node.number("amount", 1)), base.width, base.height)
+    return node.rebatch(base, _times(base.batch, node.number("amount", 1)))
 
 
 def _concat_batches(node: Node) -> Shape:
     shapes = node.shapes()
     base = largest(shapes, node)
-    return node.shape(_plus(*[s.batch for s in shapes]), base.width, base.height)
+    return node.rebatch(base, _plus(*[s.batch for s in shapes]))
 
 
 def _latent_concat(node: Node) -> Shape:
@@ -173,7 +190,7 @@ def _latent_concat(node: Node) -> Shape:
     width = _plus(*[s.width for s in shapes]) if "x" in dim else base.width
     height = _plus(*[s.height for s in shapes]) if "y" in dim else base.height
     batch = _plus(*[s.batch for s in shapes]) if "t" in dim else base.batch
-    return node.shape(batch, width, height)
+    return node.shape(batch, width, height, base=base)
 
 
 def _resize(node: Node) -> Shape:
@@ -187,14 +204,15 @@ def _resize(node: Node) -> Shape:
             "a 0 width or height keeps the input's aspect ratio, so the size "
             "cannot be known before the workflow runs: give both"
         )
-    return node.shape(base.batch, width, height)
+    return node.shape(base.batch, width, height, base=base)
 
 
 def _scale(factor: str) -> Rule:
     def rule(node: Node) -> Shape:
         base = largest(node.shapes(), node)
         by = node.number(factor, 1)
-        return node.shape(base.batch, _times(base.width, by), _times(base.height, by))
+        area = _times(base.area, _times(by, by))
+        return node.shape(base.batch, _times(base.width, by), _times(base.height, by), area, base)
 
     return rule
 
@@ -205,7 +223,7 @@ def _square(side: str) -> Rule:
     def rule(node: Node) -> Shape:
         base = largest(node.shapes(), node)
         length = node.number(side)
-        return node.shape(base.batch, length, length)
+        return node.shape(base.batch, length, length, base=base)
 
     return rule
 
@@ -224,7 +242,7 @@ def _pad(node: Node) -> Shape:
     base = largest(node.shapes("image"), node)
     width = _plus(base.width, node.number("left", 0), node.number("right", 0))
     height = _plus(base.height, node.number("top", 0), node.number("bottom", 0))
-    return node.shape(base.batch, width, height)
+    return node.shape(base.batch, width, height, base=base)
 
 
 def _stitch(node: Node) -> Shape:
@@ -265,7 +283,7 @@ def _kontext(node: Node) -> Shape:
 
 def _extend_video(node: Node) -> Shape:
     base = largest(node.shapes("video_latent"), node)
-    return node.shape(_plus(base.batch, node.number("length", 1)), base.width, base.height)
+    return node.rebatch(base, _plus(base.batch, node.number("length", 1)))
 
 
 def _frames_of(frames: str) -> Rule:
