@@ -372,24 +372,36 @@ def test_a_job_returning_too_large_an_image_is_stopped(
     assert len(fake.submissions) == 2
 
 
+@pytest.mark.parametrize(
+    ("early", "limit", "setting"),
+    [
+        # 3 images under MAX_BATCH_SIZE=2
+        ({"8": node("EmptyImage", width=8, height=8, batch_size=3, color=0), "9": save("8")},
+         {"max_batch_size": 2}, "MAX_BATCH_SIZE"),
+        # a 64x64 image under MAX_PIXELS=1000
+        ({"8": node("EmptyImage", width=8, height=8, batch_size=1, color=0),
+          "10": node("ImageScale", image=["8", 0], upscale_method="area", width=64, height=64,
+                     crop="disabled"), "9": save("10")},
+         {"max_pixels": 1000}, "MAX_PIXELS"),
+    ],
+)  # fmt: skip
 def test_the_job_is_interrupted_on_comfyui_as_soon_as_it_is_over(
-    make_app: MakeApp, tmp_path: Path
+    make_app: MakeApp, tmp_path: Path, early: dict[str, Any], limit: dict[str, int], setting: str
 ) -> None:
-    # SaveImage "9" returns 3 images first (ComfyUI runs output nodes as soon as it can); a
+    # SaveImage "9" returns its images first (ComfyUI runs output nodes as soon as it can); a
     # 200-step sampling would follow. The gateway stops the prompt on ComfyUI when the
     # images are reported, instead of letting the sampling run.
     folder = tmp_path / "templates"
     graph = sd_graph(amount=1)
     graph["1"]["inputs"]["ckpt_name"] = DEFAULT_CHECKPOINT
     graph["5"]["inputs"]["steps"] = 200
-    graph["8"] = node("EmptyImage", width=8, height=8, batch_size=3, color=0)
-    graph["9"] = save("8")
+    graph.update(early)
     write_template(folder, "early", graph)
     spec = json.loads((folder / "early.json").read_text())
     spec["parameters"]["width"]["targets"] = ["8.width"]
     (folder / "early.json").write_text(json.dumps(spec))
     with FakeComfyUI(step_time_s=0.2) as fake:
-        client = make_app([fake.url], templates_dir=str(folder), max_batch_size=2).test_client()
+        client = make_app([fake.url], templates_dir=str(folder), **limit).test_client()
         job_id = body(client.post("/v1/jobs", json={"template": "early"}))["id"]
 
         def status() -> str:
@@ -397,7 +409,9 @@ def test_the_job_is_interrupted_on_comfyui_as_soon_as_it_is_over(
 
         assert wait_for(lambda: status() == "failed", 30)
         job = body(client.get(f"/v1/jobs/{job_id}"))
-        assert job["error"]["details"]["setting"] == "MAX_BATCH_SIZE"
+        assert job["error"]["code"] == "generation_failed"
+        assert job["error"]["details"]["setting"] == setting
+        assert setting in job["error"]["message"]
         assert job["outputs"] == []
 
         def history() -> list[str]:

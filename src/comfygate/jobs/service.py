@@ -12,8 +12,9 @@ up to ``max_attempts``. Every job has a deadline.
 
 The cost limits hold at run time too, whatever template or raw workflow made the job: the
 images a job returns are counted as ComfyUI reports them (``executed``), and once there are
-more than ``MAX_BATCH_SIZE`` the job is interrupted on ComfyUI and fails; each stored image
-over ``MAX_PIXELS`` fails the job when it arrives, and nothing of it is kept or cached.
+more than ``MAX_BATCH_SIZE``, or one image of more than ``MAX_PIXELS`` (read from the head
+of the file as soon as it is reported), the job is interrupted on ComfyUI and fails; the
+stored files are checked again at the end, and nothing of a failed job is kept or cached.
 """
 
 from __future__ import annotations
@@ -685,11 +686,29 @@ class JobService:
         """Run-time MAX_BATCH_SIZE: count the images an output node reports; past the limit,
         stop the job (on a worker: cancelling calls ComfyUI). The caller holds the lock."""
         refs = parse_history_entry(event.prompt_id, {"outputs": {event.node: event.output}})
-        count = self._returned.get(job.id, 0) + len(self._collected(job, refs.outputs))
+        returned = self._collected(job, refs.outputs)
+        count = self._returned.get(job.id, 0) + len(returned)
         self._returned[job.id] = count
         error = self.options.limits.outputs_error(count)
+        backend = self.pool.get(job.backend)
         if error is not None:
             self._workers.submit(self._stop_over_limit, job.id, error)
+        elif returned and backend is not None and self.options.limits.max_pixels is not None:
+            self._workers.submit(self._check_pixels, job.id, backend, returned)
+
+    def _check_pixels(self, job_id: str, backend: Backend, refs: list[OutputRef]) -> None:
+        """Run-time MAX_PIXELS while the job runs: the size of each reported image, from the
+        first bytes of the file (the download at the end checks the whole file again)."""
+        for ref in refs:
+            try:
+                with backend.client.view(ref, chunk_size=64 * 1024) as chunks:
+                    size = image_size(next(iter(chunks), b""))
+            except ComfyGateError:
+                return
+            error = size and self.options.limits.pixels_error(ref.node_id, *size)
+            if error:
+                self._stop_over_limit(job_id, error)
+                return
 
     def _stop_over_limit(self, job_id: str, error: dict[str, Any]) -> None:
         with contextlib.suppress(Conflict, NotFound):
@@ -943,7 +962,7 @@ class JobService:
                 size = self.storage.save(job.id, name, chunks)
             if limits.max_pixels is not None:
                 dimensions = image_size(self.storage.open_path(job.id, name))
-                too_large = dimensions and limits.pixels_error(name, *dimensions)
+                too_large = dimensions and limits.pixels_error(ref.node_id, *dimensions)
                 if too_large:
                     raise _OverLimit(too_large)
             output = Output(name, content_type(name), size, ref.node_id, ref.kind)

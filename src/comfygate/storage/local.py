@@ -8,6 +8,7 @@ read, whatever the request says (``..``, encoded slashes, absolute paths, symlin
 
 from __future__ import annotations
 
+import io
 import mimetypes
 import os
 import re
@@ -55,14 +56,15 @@ def content_type(name: str) -> str:
     return CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
-def image_size(path: Path | None) -> tuple[int, int] | None:
-    """(width, height) of a stored image, read from its header only; None if not an image."""
-    if path is None:
+def image_size(source: Path | bytes | None) -> tuple[int, int] | None:
+    """(width, height) of an image file, or of the first bytes of one, read from its header
+    only; None if it is not an image Pillow knows."""
+    if source is None:
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
                 return image.size
         except Image.DecompressionBombError:
             return (Image.MAX_IMAGE_PIXELS or 1 << 30, 2)  # past Pillow's own bomb limit

@@ -90,7 +90,7 @@ class CostLimits:
             "details": {"setting": "MAX_BATCH_SIZE", "limit": limit, "outputs": count},
         }
 
-    def pixels_error(self, name: str, width: int, height: int) -> dict[str, Any] | None:
+    def pixels_error(self, node_id: str, width: int, height: int) -> dict[str, Any] | None:
         """The job error for an output of ``width`` x ``height``, if that is too large."""
         limit = self.max_pixels
         if limit is None or width * height <= limit:
@@ -99,7 +99,7 @@ class CostLimits:
             "code": "generation_failed",
             "message": f"the job returned a {width}x{height} image ({width * height} pixels), "
             f"more than MAX_PIXELS allows ({limit}): it was stopped",
-            "details": {"setting": "MAX_PIXELS", "limit": limit, "output": name},
+            "details": {"setting": "MAX_PIXELS", "limit": limit, "node_id": node_id},
         }
 
 
