@@ -18,6 +18,7 @@ mode. A file left by an older version with a wider mode is narrowed at open.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -26,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # SQLite allows 32,766 parameters in one statement (3.32 and later); far below that.
 MAX_GROUP_ROWS = 256
@@ -36,8 +39,11 @@ def _private(path: Path) -> None:
     """Create ``path`` (and narrow its companions) owner-only, before SQLite opens it."""
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
     for companion in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        if companion.exists():
-            companion.chmod(FILE_MODE)
+        try:
+            if companion.exists():
+                companion.chmod(FILE_MODE)
+        except PermissionError:  # another user's file we may write but not chmod
+            log.warning("cannot make %s owner-only (it is not ours)", companion.name)
 
 
 class Database:
