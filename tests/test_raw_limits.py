@@ -420,3 +420,21 @@ def test_the_job_is_interrupted_on_comfyui_as_soon_as_it_is_over(
 
         assert wait_for(lambda: bool(history()), 10)
         assert history() == ["execution_interrupted"]
+
+
+def test_huge_values_never_overflow(limited: FlaskClient) -> None:
+    # Sizes are still worked out where only MAX_BATCH_SIZE applies: a 400-digit width scaled
+    # by a float, or 400 upscales by 8 in a row, must not overflow (a 500), and a refusal
+    # where a limit applies is still a 400.
+    wide = image_graph(width=10**400)
+    wide["3"] = node("ImageScaleBy", image=["1", 0], upscale_method="area", scale_by=1.5)
+    chain = {"0": latent(16, 16)}
+    for i in range(1, 400):
+        chain[str(i)] = node(
+            "LatentUpscaleBy", samples=[str(i - 1), 0], upscale_method="area", scale_by=8.0
+        )
+    for graph in (wide, chain):
+        check_graph(graph, CostLimits(max_batch_size=4))  # no pixel limit: nothing to refuse
+        with pytest.raises(ValidationFailed, match="MAX_PIXELS"):
+            check_graph(graph, CostLimits(max_pixels=64 * 64))
+    refused(run(limited, wide), "MAX_PIXELS", "width")

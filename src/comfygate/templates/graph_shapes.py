@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfygate.templates.graph_values import Unknown, as_number, resolve
+from comfygate.templates.graph_values import Unknown, as_number, clamp, resolve
 from comfygate.templates.raw import IMAGE_INPUT, IMAGE_NODE, is_link
 from comfygate.templates.raw_nodes import DEFAULT_ALLOWED
 
@@ -146,11 +146,13 @@ def largest(shapes: list[Shape], node: Node) -> Shape:
 
 
 def _times(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a * b
+    return None if a is None or b is None else clamp(a * b)
 
 
 def _plus(*values: float | None) -> float | None:
-    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+    if any(v is None for v in values):
+        return None
+    return clamp(sum(v for v in values if v is not None))
 
 
 Rule = Callable[[Node], Shape]

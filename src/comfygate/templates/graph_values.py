@@ -49,20 +49,36 @@ def resolve(graph: dict[str, dict[str, Any]], value: Any) -> Any:
     return value
 
 
+# Bounds past any limit are all the same: numbers are clamped to this, so that no product
+# of them ever overflows a float (a chain of 500 upscales, a width of 10**400).
+CAP = 1 << 62
+
+
+def clamp(value: float) -> float:
+    return max(-CAP, min(CAP, value))
+
+
 def as_number(value: Any) -> int | float | None:
-    """The number ComfyUI makes of an INT or FLOAT input (it casts strings), else None."""
+    """The number ComfyUI makes of an INT or FLOAT input (it casts strings), else None;
+    clamped to +-CAP."""
     if isinstance(value, bool):
         return int(value)
+    number: int | float
     if isinstance(value, int | float):
-        return value if not isinstance(value, float) or math.isfinite(value) else None
-    if isinstance(value, str):
-        for cast in (int, float):
+        number = value
+    elif isinstance(value, str):
+        try:
+            number = int(value)
+        except ValueError:
             try:
-                number = cast(value)
+                number = float(value)
             except ValueError:
-                continue
-            return number if math.isfinite(number) else None
-    return None
+                return None
+    else:
+        return None
+    if isinstance(number, float) and not math.isfinite(number):
+        return None
+    return clamp(number)
 
 
 def order(graph: dict[str, dict[str, Any]]) -> list[str]:
