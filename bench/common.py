@@ -483,7 +483,8 @@ class Gateway(_Managed):
                 **extra_env,
                 **{
                     "COMFYGATE_" + k.upper(): (json.dumps(v) if isinstance(v, dict) else str(v))
-                    for k, v in (settings or {}).items()
+                    # One load generator stands for many clients: no cap per client address.
+                    for k, v in {"max_waits_per_client": 0, **(settings or {})}.items()
                 },
             }
         )

@@ -1,7 +1,7 @@
 """``comfygate serve``, plus waitress adjustments the CLI does not offer (yet).
 
-Builds the app and the server exactly as ``comfygate serve`` does (same settings sources, same
-``create_server`` arguments) and applies ``--waitress NAME=VALUE`` on top, e.g.
+Builds the app and the server exactly as ``comfygate serve`` does (same settings sources, the
+same ``comfygate.wsgi_server.build_server``) and applies ``--waitress NAME=VALUE`` on top, e.g.
 ``--waitress connection_limit=2000 --waitress asyncore_use_poll=true``. The benchmarks use it
 only where they measure such an adjustment; everything else runs the real ``comfygate serve``.
 """
@@ -13,10 +13,9 @@ import signal
 from types import FrameType
 from typing import Any
 
-from waitress.server import create_server
-
 from comfygate.app import create_app
 from comfygate.config import load_settings
+from comfygate.wsgi_server import build_server
 
 
 def _value(text: str) -> Any:
@@ -47,15 +46,11 @@ def main() -> None:
     )
     app = create_app(settings=settings)
     gateway = app.extensions["comfygate"]
-    adjustments: dict[str, Any] = {
-        "threads": settings.threads,
-        "ident": "comfygate",
-        "channel_timeout": max(120, int(settings.request_timeout_s) + 30),
-    }
+    adjustments: dict[str, Any] = {}
     for item in args.waitress:
         name, _, value = item.partition("=")
         adjustments[name.strip()] = _value(value.strip())
-    server = create_server(app, host=settings.host, port=settings.port, **adjustments)
+    server = build_server(app, settings, **adjustments)
 
     def _graceful(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(0)  # as in cli.serve: waitress' run() shuts down on SystemExit

@@ -195,5 +195,5 @@ def test_metrics(client: FlaskClient) -> None:
     assert "comfygate_job_queue_wait_seconds_count 1.0" in text
     assert "comfygate_job_execution_seconds_count 1.0" in text
     assert "comfygate_job_output_transfer_seconds_count 1.0" in text
-    assert 'comfygate_backend_up{backend="127.0.0.1:' in text
+    assert 'comfygate_backend_up{backend="backend-1"' in text
     assert "comfygate_jobs_waiting 0.0" in text

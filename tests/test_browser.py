@@ -17,11 +17,15 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, Route, expect, sync_playwright
+from werkzeug.exceptions import NotFound
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp
@@ -50,6 +54,7 @@ class Live:
     url: str
     fake: FakeComfyUI
     app: Flask
+    prefix: str = ""  # the sub-path the gateway is served under (as behind a proxy)
 
 
 @dataclass
@@ -78,17 +83,28 @@ def screenshots(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def live(fake: FakeComfyUI, make_app: MakeApp) -> Iterator[Live]:
-    """The gateway on waitress in a thread, on a free 127.0.0.1 port."""
-    app = make_app([f"comfyui-1={fake.url}"], sse_heartbeat_s=0.5)
+def live_options() -> dict[str, Any]:
+    """Settings of the live gateway (a test parametrizes it), and `prefix`: a sub-path."""
+    return {}
+
+
+@pytest.fixture
+def live(fake: FakeComfyUI, make_app: MakeApp, live_options: dict[str, Any]) -> Iterator[Live]:
+    """The gateway on waitress in a thread, on a free 127.0.0.1 port; with a ``prefix``,
+    mounted under that sub-path (what a reverse proxy's X-Forwarded-Prefix gives it)."""
+    options = dict(live_options)
+    prefix = options.pop("prefix", "")
+    app = make_app([f"comfyui-1={fake.url}"], sse_heartbeat_s=0.5, **options)
+    if prefix:
+        app.wsgi_app = DispatcherMiddleware(NotFound(), {prefix: app.wsgi_app})  # type: ignore[method-assign]
     with serve(app) as url:
-        yield Live(url, fake, app)
+        yield Live(url, fake, app, prefix)
 
 
 @pytest.fixture
 def tab(browser: Browser, live: Live) -> Iterator[Tab]:
     context = browser.new_context(
-        base_url=live.url, viewport={"width": 1360, "height": 860}, color_scheme="light"
+        base_url=live.url, viewport={"width": 1280, "height": 860}, color_scheme="light"
     )
     context.set_default_timeout(TIMEOUT_MS)
     expect.set_options(timeout=TIMEOUT_MS)
@@ -112,9 +128,9 @@ def tab(browser: Browser, live: Live) -> Iterator[Tab]:
     context.close()
 
 
-def open_playground(tab: Tab) -> Page:
+def open_playground(tab: Tab, path: str = "/") -> Page:
     page = tab.page
-    resp = page.goto("/")
+    resp = page.goto(path)
     assert resp is not None
     assert resp.status == 200
     assert "default-src 'self'" in resp.headers["content-security-policy"]
@@ -178,7 +194,7 @@ def test_generate_shows_progress_then_the_image_with_its_seed(
     card = page.locator("#gallery .card").first
     expect(card.locator(".seed")).to_have_text("seed 1234")
     image = card.locator("img")
-    expect(image).to_have_attribute("src", re.compile(r"^/v1/outputs/"))
+    expect(image).to_have_attribute("src", re.compile(r"^http://127\.0\.0\.1:\d+/v1/outputs/"))
     page.wait_for_function(
         "img => img.complete && img.naturalWidth === 64", arg=image.element_handle()
     )
@@ -186,10 +202,8 @@ def test_generate_shows_progress_then_the_image_with_its_seed(
     expect(card.locator(".params")).to_contain_text('"a lighthouse at dusk"')
     expect(card.locator(".params")).to_contain_text("steps")
     page.mouse.move(0, 0)
-    # The whole form in one picture, the sticky panels at the top where they belong.
-    height = page.evaluate("document.documentElement.scrollHeight")
-    page.set_viewport_size({"width": 1360, "height": height})
-    page.evaluate("window.scrollTo(0, 0)")
+    # At 1280 px, as a user sees it: the form's top, the result and backends beside it.
+    page.evaluate("window.scrollTo(0, 0); document.querySelector('.controls').scrollTop = 0")
     page.screenshot(path=str(screenshots / "playground.png"))
     assert tab.console_errors == []
     assert tab.blocked == []
@@ -209,7 +223,9 @@ def test_an_image_parameter_takes_a_picked_file(tab: Tab, live: Live, tmp_path: 
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#run-status")).to_have_text("succeeded")
     card = page.locator("#gallery .card").first
-    expect(card.locator("img")).to_have_attribute("src", re.compile(r"^/v1/outputs/"))
+    expect(card.locator("img")).to_have_attribute(
+        "src", re.compile(r"^http://127\.0\.0\.1:\d+/v1/outputs/")
+    )
     [submission] = live.fake.submissions
     name = submission["prompt"]["1"]["inputs"]["image"]
     assert name.startswith("cg-")
@@ -322,6 +338,160 @@ def test_docs_render_offline(tab: Tab, screenshots: Path) -> None:
     expect(body).to_contain_text("color")
     page.locator(".opblock-summary-path[data-path='/v1/templates/solid/generate']").click()
     page.mouse.move(0, 0)
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(screenshots / "docs.png"))
     assert tab.blocked == []
     assert tab.console_errors == []
+
+
+def box(page: Page, selector: str) -> dict[str, float]:
+    """An element's box in page coordinates (not the viewport's)."""
+    found = page.locator(selector).bounding_box()
+    assert found is not None, selector
+    scroll = page.evaluate("[window.scrollX, window.scrollY]")
+    return {**found, "x": found["x"] + scroll[0], "y": found["y"] + scroll[1]}
+
+
+def test_at_1280_px_the_result_and_backends_sit_at_the_top_beside_the_form(tab: Tab) -> None:
+    page = open_playground(tab)
+    assert page.viewport_size == {"width": 1280, "height": 860}
+    fill(page, "prompt", "a cat")
+    for name in ("width", "height"):
+        fill(page, name, "64")
+    fill(page, "steps", "2")
+    # Where a user who filled the long form is: at its end, about to press Generate.
+    page.locator("#param-checkpoint").scroll_into_view_if_needed()
+    generate = page.get_by_role("button", name="Generate")
+    expect(generate).to_be_in_viewport()
+    generate.click()
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    controls, results, backends = (box(page, s) for s in (".controls", ".results", ".backends"))
+    # Side by side, the three tops level, at the top of the page...
+    assert results["x"] > controls["x"] + controls["width"]
+    assert backends["x"] > results["x"] + results["width"]
+    assert abs(results["y"] - controls["y"]) < 1
+    assert abs(backends["y"] - controls["y"]) < 1
+    assert controls["y"] < 120
+    # ...and all of them in view, the button too: the form scrolls inside its panel.
+    expect(page.locator("#gallery .card img")).to_be_in_viewport()
+    expect(generate).to_be_in_viewport()
+    assert page.evaluate("window.scrollY") == 0
+    assert tab.console_errors == []
+
+
+def test_the_checkpoint_is_a_list_of_what_the_backends_have(tab: Tab, live: Live) -> None:
+    page = open_playground(tab)
+    checkpoint = page.locator("select#param-checkpoint")
+    expect(checkpoint.locator("option")).to_have_text(
+        ["default (the first in checkpoints)", "random-sd15-fp16.safetensors"]
+    )
+    expect(checkpoint).to_have_value("")
+    checkpoint.select_option("random-sd15-fp16.safetensors")
+    fill(page, "prompt", "a cat")
+    fill(page, "steps", "1")
+    fill(page, "width", "64")
+    fill(page, "height", "64")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    [submission] = live.fake.submissions
+    assert submission["prompt"]["4"]["inputs"]["ckpt_name"] == "random-sd15-fp16.safetensors"
+    assert tab.console_errors == []
+
+
+BIG_SEED = "7593957928845232729"  # past 2**53: a JavaScript number would round it
+
+
+def test_seeds_past_2_53_are_shown_and_reused_exactly(tab: Tab, live: Live) -> None:
+    page = open_playground(tab)
+    fill(page, "prompt", "a cat")
+    fill(page, "steps", "1")
+    fill(page, "width", "64")
+    fill(page, "height", "64")
+    fill(page, "seed", BIG_SEED)
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    card = page.locator("#gallery .card").first
+    expect(card.locator(".seed")).to_have_text(f"seed {BIG_SEED}")
+    card.locator("summary").click()
+    expect(card.locator(".params")).to_contain_text(BIG_SEED)
+    # A random seed (drawn by the gateway, up to 2**64 - 1) is shown as the job has it.
+    fill(page, "seed", "")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#gallery .card")).to_have_count(2)
+    newest = page.locator("#gallery .card").first
+    job_id = newest.get_attribute("data-job")
+    raw = requests.get(f"{live.url}/v1/jobs/{job_id}", timeout=10).text
+    drawn = re.search(r'"seed":\s*(\d+)', raw)
+    assert drawn is not None, raw
+    expect(newest.locator(".seed")).to_have_text(f"seed {drawn.group(1)}")
+    assert [str(s["prompt"]["3"]["inputs"]["seed"]) for s in live.fake.submissions] == [
+        BIG_SEED,
+        drawn.group(1),
+    ]
+    # "Use these" on the first card puts its exact seed back, and it is sent exactly (the
+    # same request again: the cache answers it).
+    card = page.locator("#gallery .card").nth(1)
+    card.get_by_role("button", name="Use these").click()
+    expect(page.locator("#param-seed")).to_have_value(BIG_SEED)
+    with page.expect_request(lambda r: r.method == "POST") as sent:
+        page.get_by_role("button", name="Generate").click()
+    assert f'"seed":{BIG_SEED}' in (sent.value.post_data or "")
+    expect(page.locator("#gallery .card")).to_have_count(3)
+    expect(page.locator("#gallery .card").first.locator(".seed")).to_have_text(f"seed {BIG_SEED}")
+    assert tab.console_errors == []
+
+
+@pytest.mark.parametrize("live_options", [{"api_keys": "secret-key:admin"}])
+def test_download_works_with_an_api_key(tab: Tab, live: Live) -> None:
+    page = tab.page
+    page.goto("/")
+    page.locator("#api-key").fill("secret-key")
+    page.locator("#api-key").dispatch_event("change")
+    expect(page.locator("#template")).to_be_enabled()
+    page.locator("#template").select_option("solid")
+    fill(page, "width", "12")
+    fill(page, "height", "10")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    # A plain link would be refused: the gateway wants the key on every output.
+    href = page.get_by_role("link", name="Download").get_attribute("href")
+    assert href is not None
+    assert requests.get(href, timeout=10).status_code == 401
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download").click()
+    download = info.value
+    assert download.suggested_filename == "3-0.png"
+    with Image.open(download.path()) as image:
+        assert image.size == (12, 10)
+    # Only the page's first requests, before the key was given, were refused.
+    assert all("401" in message for message in tab.console_errors), tab.console_errors
+
+
+@pytest.mark.parametrize("live_options", [{"prefix": "/comfy"}])
+def test_the_pages_work_under_a_sub_path(tab: Tab, live: Live) -> None:
+    requested: list[str] = []
+    tab.page.on("request", lambda r: requested.append(r.url))
+    assert requests.get(f"{live.url}/", timeout=10).status_code == 404  # only under /comfy/
+    page = open_playground(tab, "/comfy/")
+    page.locator("#template").select_option("solid")
+    fill(page, "width", "9")
+    fill(page, "height", "7")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    image = page.locator("#gallery .card img").first
+    expect(image).to_have_attribute("src", re.compile(r"/comfy/v1/outputs/"))
+    page.wait_for_function(
+        "img => img.complete && img.naturalWidth === 9", arg=image.element_handle()
+    )
+    expect(page.locator("#backends .backend")).to_have_attribute("data-status", "healthy")
+    page.locator("#copy-curl").click()
+    expect(page.locator("#curl")).to_contain_text(f"{live.url}/comfy/v1/generate")
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download").click()
+    assert info.value.suggested_filename == "3-0.png"
+    page.get_by_role("link", name="API docs").click()
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("ComfyGate")
+    outside = [u for u in requested if not u.startswith(f"{live.url}/comfy/")]
+    assert outside == []
+    assert tab.console_errors == []
+    assert tab.blocked == []

@@ -19,6 +19,8 @@ from comfygate.cli import main, parse_params
 from comfygate.sdk import Event
 from comfygate.testing.fake_comfyui import DEFAULT_CHECKPOINT, FakeComfyUI
 from tests.conftest import MakeApp
+from tests.corpus import CORPUS
+from tests.corpus import object_info as corpus_object_info
 from tests.live import serve
 
 
@@ -254,6 +256,14 @@ def test_templates_check_all_ok(runner: CliRunner, url: str) -> None:
     assert result.exit_code == 0, result.output
     assert "MISSING" not in result.stdout
     assert result.stdout.count(" ok ") == 3  # img2img, solid, txt2img
+    # The SDXL and Flux ones need model files (and nodes) the fake lacks: not a failure.
+    rows = [line for line in result.stdout.splitlines() if "unavailable" in line]
+    assert [row.split("│")[2].strip() for row in rows] == [
+        "flux-dev",
+        "flux-schnell",
+        "sdxl",
+        "sdxl-refiner",
+    ]
 
 
 @pytest.fixture
@@ -398,6 +408,59 @@ def test_templates_import_of_the_ui_format_needs_object_info(
     result = runner.invoke(main, ["templates", "import", "ui.json"])
     assert result.exit_code == 2
     assert "UI format" in _one_error_line(result)
+
+
+def test_templates_import_of_a_flux_ui_workflow(runner: CliRunner, tmp_path: Path) -> None:
+    # The README's example: Comfy-Org's Flux dev template, with the real 0.3.75 node list.
+    source = CORPUS / "comfy-org" / "flux_dev_full_text_to_image.json"
+    (tmp_path / "flux_dev_full_text_to_image.json").write_bytes(source.read_bytes())
+    (tmp_path / "object_info.json").write_text(json.dumps(corpus_object_info()))
+    result = runner.invoke(
+        main,
+        [
+            "templates",
+            "import",
+            "flux_dev_full_text_to_image.json",
+            "--object-info",
+            "object_info.json",
+            "-o",
+            "flux-dev-mine.json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "flux-dev-mine.json"
+    template = json.loads((tmp_path / "flux-dev-mine.json").read_text())
+    assert template["name"] == "flux-dev-mine"  # named after -o: the gateway loads it
+    params = template["parameters"]
+    assert params["prompt"]["targets"] == ["41.clip_l", "41.t5xxl"]
+    assert params["unet"]["model_folder"] == "diffusion_models"
+    assert params["seed"]["seed"] is True
+    assert {"guidance", "steps", "width", "height", "clip", "clip_2", "vae"} <= params.keys()
+    assert "guidance" in result.stderr  # the table of inferred parameters
+
+
+def test_templates_import_names(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "My Flow (v2)..json").write_text(json.dumps(_builtin_workflow("txt2img")))
+    result = runner.invoke(main, ["templates", "import", "My Flow (v2)..json"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "My-Flow-v2.json"  # cut sanely: no trailing '.' or '-'
+    clash = runner.invoke(
+        main, ["templates", "import", "My Flow (v2)..json", "--name", "cat", "-o", "dog.json"]
+    )
+    assert clash.exit_code == 2
+    assert "loads it as template 'dog' only" in _one_error_line(clash)
+
+
+def test_templates_import_with_a_file_that_is_no_object_info(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    (tmp_path / "flow.json").write_text(json.dumps(_builtin_workflow("txt2img")))
+    (tmp_path / "info.json").write_text(json.dumps(_builtin_workflow("txt2img")))
+    result = runner.invoke(main, ["templates", "import", "flow.json", "--object-info", "info.json"])
+    assert result.exit_code == 2
+    line = _one_error_line(result)
+    assert "--object-info info.json" in line
+    assert "GET /object_info" in line
 
 
 def test_run_into_a_folder_that_does_not_exist_is_one_line(runner: CliRunner, url: str) -> None:

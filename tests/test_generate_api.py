@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
@@ -366,3 +369,28 @@ def test_cors_only_when_configured(fake: FakeComfyUI, make_app: MakeApp) -> None
     assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
     other = open_.get("/healthz", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_a_job_cancelled_while_generate_waits_is_409(app: Flask, fake: FakeComfyUI) -> None:
+    """Someone cancels the job a synchronous request waits on: that is not a failed
+    generation (it was a 502); it is a conflict naming the job."""
+    fake.hold()
+    answers: list[Any] = []
+    waiting = threading.Thread(
+        target=lambda: answers.append(
+            app.test_client().post("/v1/generate", json={"template": "solid", "cache": False})
+        )
+    )
+    waiting.start()
+    client = app.test_client()
+    assert wait_for(lambda: len(body(client.get("/v1/jobs"))["jobs"]) == 1)
+    job_id = body(client.get("/v1/jobs"))["jobs"][0]["id"]
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 200
+    waiting.join(30)
+    fake.release()
+    [resp] = answers
+    assert resp.status_code == 409
+    error = body(resp)["error"]
+    assert error["code"] == "conflict"
+    assert error["details"]["job_id"] == job_id
+    assert "cancelled" in error["message"]

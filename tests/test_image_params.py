@@ -18,8 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
+from comfygate import egress
 from comfygate.api.images import RESOLVER
-from comfygate.inputs import fetch
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp, body
 from tests.helpers import wait_for
@@ -302,9 +302,9 @@ def test_max_pixels_bounds_input_images(fake: FakeComfyUI, make_app: MakeApp) ->
 @pytest.fixture
 def public_web(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     """A web server on 127.0.0.2 that the SSRF check takes for a public address."""
-    real = fetch._refused
+    real = egress.refused
     pretend = ipaddress.ip_address(PRETEND_PUBLIC)
-    monkeypatch.setattr(fetch, "_refused", lambda ip: ip != pretend and real(ip))
+    monkeypatch.setattr(egress, "refused", lambda ip: ip != pretend and real(ip))
     with serve(PRETEND_PUBLIC) as server:
         yield server
 

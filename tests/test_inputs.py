@@ -32,8 +32,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from comfygate import egress
 from comfygate.errors import ValidationFailed
-from comfygate.inputs import fetch
 from comfygate.inputs.fetch import FetchPolicy, fetch_url
 from comfygate.inputs.images import CheckedImage, check_image, decode_data_uri
 
@@ -455,13 +455,13 @@ def web() -> Iterator[Server]:
 @pytest.fixture
 def pretend_public(monkeypatch: pytest.MonkeyPatch) -> None:
     """Let exactly 127.0.0.2 and .3 count as public (127.0.0.1 and the rest stay refused)."""
-    real = fetch._refused
+    real = egress.refused
     pretend = {ipaddress.ip_address(PRETEND_PUBLIC), ipaddress.ip_address(NOBODY_THERE)}
 
-    def refused(ip: fetch.IPAddress) -> bool:
+    def refused(ip: egress.IPAddress) -> bool:
         return ip not in pretend and real(ip)
 
-    monkeypatch.setattr(fetch, "_refused", refused)
+    monkeypatch.setattr(egress, "refused", refused)
 
 
 class FakeDNS:
@@ -489,9 +489,9 @@ def get(
 
 # --- fetch_url: hostile URLs, refused before any connection -----------------------------------
 
-PRIVATE = "'image' URL points to a private or reserved address; only public addresses are fetched"
+PRIVATE = "'image' URL points to a private or reserved address; only public addresses are allowed"
 RESOLVES = (
-    "'image' URL resolves to a private or reserved address; only public addresses are fetched"
+    "'image' URL resolves to a private or reserved address; only public addresses are allowed"
 )
 NUMERIC = "'image' URL has an invalid host (write an IPv4 address as a.b.c.d)"
 DNS = FakeDNS(
@@ -735,14 +735,14 @@ def test_fetch_follows_a_relative_redirect(web: Server) -> None:
         pytest.param(
             "/slow",
             FetchPolicy(allow_http=True, timeout_s=0.3),
-            "'image' URL took longer than 0.3 seconds to fetch",
+            "'image' URL took longer than 0.3 seconds to answer",
             1,
             id="slow-server",
         ),
         pytest.param(
             "/drip",
             FetchPolicy(allow_http=True, timeout_s=0.4),
-            "'image' URL took longer than 0.4 seconds to fetch",
+            "'image' URL took longer than 0.4 seconds to answer",
             1,
             id="drip-feeding-server",
         ),
@@ -813,7 +813,7 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def tls_web(certificates: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certificates["cert"], certificates["key"])
-    monkeypatch.setattr(fetch, "_ca_bundle", lambda: str(certificates["ca"]))
+    monkeypatch.setattr(egress, "ca_bundle", lambda: str(certificates["ca"]))
     with serve(PRETEND_PUBLIC, context) as server:
         yield server
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,6 +17,7 @@ from comfygate.jobs.model import JobStatus
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp, body
 from tests.helpers import comfy_idle, parse_sse, wait_for
+from tests.receivers import Receiver
 
 SMALL = {"prompt": "a cat", "width": 64, "height": 64, "steps": 4, "seed": 1}
 
@@ -188,40 +187,9 @@ def test_bad_webhook_url_is_400(client: FlaskClient, url: object) -> None:
     assert body(resp)["error"]["details"]["field"] == "webhook_url"
 
 
-class Receiver:
-    """A webhook receiver that answers 500 to the first delivery, then 200."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.fail_first = 1
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                data = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append((dict(self.headers), data))
-                code = 500 if len(receiver.requests) <= receiver.fail_first else 200
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+    r = Receiver(fail_first=1)
     yield r
     r.close()
 
@@ -230,10 +198,12 @@ def test_webhook_is_signed_and_retried(
     fake: FakeComfyUI, make_app: MakeApp, receiver: Receiver
 ) -> None:
     secret = "s3cret"
-    client = make_app([fake.url], webhook_secret=secret, webhook_backoff_s=0.05).test_client()
+    client = make_app(
+        [fake.url], webhook_secret=secret, webhook_backoff_s=0.05, webhook_allow_private=True
+    ).test_client()
     job = submit(client, {**SMALL, "webhook_url": receiver.url})
     assert wait_for(lambda: len(receiver.requests) == 2)
-    (h1, _), (h2, b2) = receiver.requests
+    (_, h1, _), (_, h2, b2) = receiver.requests
     assert h1["X-ComfyGate-Delivery"] == h2["X-ComfyGate-Delivery"]
     expected = "sha256=" + hmac.new(secret.encode(), b2, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(h2["X-ComfyGate-Signature"], expected)
@@ -249,7 +219,9 @@ def test_webhook_failures_are_visible_on_the_job(
     fake: FakeComfyUI, make_app: MakeApp, receiver: Receiver
 ) -> None:
     receiver.fail_first = 100
-    client = make_app([fake.url], webhook_backoff_s=0.01, webhook_max_attempts=3).test_client()
+    client = make_app(
+        [fake.url], webhook_backoff_s=0.01, webhook_max_attempts=3, webhook_allow_private=True
+    ).test_client()
     job = submit(client, {**SMALL, "webhook_url": receiver.url})
     assert wait_for(lambda: len(receiver.requests) == 3)
     assert wait_for(lambda: body(client.get(f"/v1/jobs/{job['id']}"))["webhook"]["attempts"] == 3)

@@ -19,7 +19,8 @@ from comfygate.jobs.service import output_prefix
 from tests.conftest import MakeApp, body
 from tests.helpers import comfy_idle, parse_sse, wait_for
 from tests.processes import GatewayProcess
-from tests.test_jobs_api import Receiver, finished, status_of, submit
+from tests.receivers import Receiver
+from tests.test_jobs_api import finished, status_of, submit
 
 pytestmark = pytest.mark.comfyui
 
@@ -28,7 +29,7 @@ SD = {"prompt": "a lighthouse", "width": 64, "height": 64, "seed": 5}
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+    r = Receiver(fail_first=1)
     yield r
     r.close()
 
@@ -51,7 +52,11 @@ def test_progress_events_in_order_from_a_real_ksampler(
     make_app: MakeApp, real_comfyui: LocalComfyUI, receiver: Receiver
 ) -> None:
     client = make_app(
-        [real_comfyui.url], webhook_secret="k", webhook_backoff_s=0.05, read_timeout_s=60.0
+        [real_comfyui.url],
+        webhook_secret="k",
+        webhook_backoff_s=0.05,
+        webhook_allow_private=True,
+        read_timeout_s=60.0,
     ).test_client()
     job = submit(client, {**SD, "steps": 4, "webhook_url": receiver.url})
     events = parse_sse(client.get(f"/v1/jobs/{job['id']}/events").get_data(as_text=True))
@@ -63,7 +68,7 @@ def test_progress_events_in_order_from_a_real_ksampler(
     assert events[-1][1]["status"] == "succeeded"
     # The webhook: first delivery refused, the retry verified.
     assert wait_for(lambda: len(receiver.requests) == 2, 10)
-    headers, payload = receiver.requests[1]
+    _, headers, payload = receiver.requests[1]
     expected = "sha256=" + hmac.new(b"k", payload, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(headers["X-ComfyGate-Signature"], expected)
     assert json.loads(payload)["outputs"][0]["content_type"] == "image/png"

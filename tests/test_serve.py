@@ -172,7 +172,7 @@ def test_the_sdk_follows_a_generation_across_a_gateway_restart(tmp_path: Path) -
         def generate() -> None:
             with Client(first.url, timeout=10) as client:
                 try:
-                    result["png"] = client.generate("solid", width=9, height=9)
+                    result["png"] = client.generate(template="solid", width=9, height=9)
                 except Exception as exc:  # the assertion below shows it
                     result["error"] = exc
 

@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask.testing import FlaskClient
 
-from comfygate.templates import Template, TemplateRegistry
-from comfygate.templates.check import Problem, check_template, combo_options
+from comfygate.comfy.local import LocalComfyUI
+from comfygate.templates import Template, TemplateRegistry, bind, resolve_params, validate_params
+from comfygate.templates.check import Problem, blocks, check_template, combo_options
 from comfygate.templates.registry import parse_template
 from comfygate.testing.fake_comfyui import DEFAULT_CHECKPOINT, FakeComfyUI, _node_definitions
 from tests.conftest import MakeApp, body
+from tests.corpus import object_info as real_object_info
 
 SAMPLES = Path(__file__).parent / "fixtures" / "comfyui-samples"
 
@@ -46,7 +49,136 @@ def test_builtin_templates_pass_on_the_recorded_comfyui(object_info: dict[str, A
     extra = _node_definitions([DEFAULT_CHECKPOINT], [])
     info = {**{k: v for k, v in extra.items() if k not in object_info}, **object_info}
     for template in TemplateRegistry.load().all():
-        assert check_template(template, info) == [], template.name
+        if not template.optional:
+            assert check_template(template, info) == [], template.name
+
+
+OPTIONAL_BUILTINS = ("flux-dev", "flux-schnell", "sdxl", "sdxl-refiner")
+
+
+def _with_models(info: dict[str, Any], template: Template) -> dict[str, Any]:
+    """``info`` as a backend that holds the model files the template's defaults name."""
+    info = copy.deepcopy(info)
+    for param in template.parameters.values():
+        for target in param.parsed_targets if param.model_folder else []:
+            class_type = template.workflow[target.node]["class_type"]
+            spec = info[class_type]["input"]["required"][target.input]
+            choices = combo_options(spec)
+            assert choices is not None
+            choices.append(param.default)
+    return info
+
+
+@pytest.mark.parametrize("name", OPTIONAL_BUILTINS)
+def test_sdxl_and_flux_builtins_validate_against_the_real_comfyui(name: str) -> None:
+    template = TemplateRegistry.load().get(name)
+    assert template.optional
+    info = real_object_info()
+    # The real 0.3.75 as the tests install it has none of their model files: only models
+    # are missing, so the template is unavailable there, not failing.
+    problems = check_template(template, info)
+    assert problems
+    assert {p.kind for p in problems} == {"model"}
+    assert not blocks(template, problems)
+    # With the files in its models folders, nothing is missing.
+    assert check_template(template, _with_models(info, template)) == []
+
+
+@pytest.mark.parametrize("name", OPTIONAL_BUILTINS)
+def test_sdxl_and_flux_builtins_bind(name: str) -> None:
+    template = TemplateRegistry.load().get(name)
+    given = validate_params(template, {"prompt": "a red fox", "width": 768, "steps": 8})
+    values = resolve_params(template, given)
+    graph = bind(template, values, "job")
+    for param_name, param in template.parameters.items():
+        for target in param.parsed_targets:
+            assert graph[target.node]["inputs"][target.input] == values[param_name]
+    assert {t.node for t in template.parameters["width"].parsed_targets} <= graph.keys()
+    assert (
+        values["seed"]
+        == graph[template.parameters["seed"].parsed_targets[0].node]["inputs"][
+            template.parameters["seed"].parsed_targets[0].input
+        ]
+    )
+
+
+def test_a_value_every_run_fails_on_is_a_problem(object_info: dict[str, Any]) -> None:
+    data = _builtin("solid")
+    del data["parameters"]["width"]  # the workflow's own value is what ComfyUI gets
+    data["workflow"]["1"]["inputs"]["width"] = 0
+    problems = check_template(_template(data), object_info)
+    assert _kinds(problems) == [("input", "1", "EmptyImage")]
+    assert "width 0 is below this backend's minimum 1" in problems[0].detail
+    data["workflow"]["1"]["inputs"]["width"] = "wide"
+    [problem] = check_template(_template(data), object_info)
+    assert "is not a number" in problem.detail
+
+
+def test_a_default_every_run_fails_on_is_a_problem(object_info: dict[str, Any]) -> None:
+    data = _builtin("txt2img")
+    data["parameters"]["steps"]["default"] = 1
+    data["parameters"]["steps"]["minimum"] = 0
+    data["workflow"]["3"]["inputs"]["steps"] = 0  # under a default: not judged
+    assert check_template(_template(data), object_info) == []
+    data["parameters"]["steps"]["default"] = 0
+    [problem] = check_template(_template(data), object_info)
+    assert (problem.kind, problem.node_id) == ("input", "3")
+    assert "steps 0 is below this backend's minimum 1" in problem.detail
+
+
+def test_frontend_widgets_comfyui_ignores_are_not_problems(object_info: dict[str, Any]) -> None:
+    workflow = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "x.png", "upload": "image"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    parameters: dict[str, Any] = {
+        "image": {"type": "image", "required": True, "targets": ["1.image"]}
+    }
+    per_request = {"name": "load", "parameters": parameters, "workflow": workflow}
+    assert check_template(_template(per_request), object_info) == []
+    # A parameter that writes such an input would do nothing: that is a problem.
+    parameters["button"] = {
+        "type": "string",
+        "default": "image",
+        "targets": ["1.upload"],
+    }
+    assert _kinds(check_template(_template(per_request), object_info)) == [
+        ("input", "1", "LoadImage")
+    ]
+
+
+def test_format_widgets_of_a_custom_saver_are_not_problems() -> None:
+    # VideoHelperSuite declares its format's own widgets inside the format combo's options.
+    info = {
+        "VHS_VideoCombine": {
+            "input": {
+                "required": {
+                    "images": ["IMAGE"],
+                    "frame_rate": ["FLOAT", {"default": 8, "min": 1}],
+                    "format": [
+                        ["image/gif", "video/h264-mp4"],
+                        {"formats": {"video/h264-mp4": [["pix_fmt", ["yuv420p"]], ["crf", "INT"]]}},
+                    ],
+                }
+            }
+        },
+        "EmptyImage": {"input": {"required": {"width": ["INT", {"min": 1}]}}},
+    }
+    workflow = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8}},
+        "2": {
+            "class_type": "VHS_VideoCombine",
+            "inputs": {
+                "images": ["1", 0],
+                "frame_rate": 8,
+                "format": "video/h264-mp4",
+                "pix_fmt": "yuv420p",
+                "crf": 19,
+                "videopreview": {},
+            },
+        },
+    }
+    assert check_template(_template({"name": "v", "workflow": workflow}), info) == []
 
 
 def test_unknown_node_type(object_info: dict[str, Any]) -> None:
@@ -151,10 +283,17 @@ def test_check_route_all_ok(client: FlaskClient, fake: FakeComfyUI) -> None:
     assert backend["status"] == "healthy"
     assert backend["checked"] is True
     assert {t["name"]: t["ok"] for t in backend["templates"]} == {
+        "flux-dev": False,
+        "flux-schnell": False,
         "img2img": True,
+        "sdxl": False,
+        "sdxl-refiner": False,
         "solid": True,
         "txt2img": True,
     }
+    # The SDXL and Flux ones need model files this backend lacks: optional, so unavailable.
+    optional = {t["name"] for t in backend["templates"] if t["optional"]}
+    assert optional == set(OPTIONAL_BUILTINS)
     assert fake.url not in resp.get_data(as_text=True)
     # The route is matched before /v1/templates/<name>, which still works.
     assert body(client.get("/v1/templates/txt2img"))["name"] == "txt2img"
@@ -186,3 +325,16 @@ def test_check_route_with_an_unreachable_backend(make_app: MakeApp) -> None:
     assert backend["status"] == "unhealthy"
     assert backend["templates"] == []
     assert "127.0.0.1:9" not in json.dumps(backend.get("error"))
+
+
+@pytest.mark.comfyui
+def test_the_recorded_object_info_is_the_real_comfyuis(real_comfyui: LocalComfyUI) -> None:
+    """The fixture the corpus and the SDXL/Flux checks use is what a real 0.3.75 answers
+    (less the audio nodes its install cannot load, recorded apart)."""
+    live: dict[str, Any] = requests.get(f"{real_comfyui.url}/object_info", timeout=60).json()
+    recorded = real_object_info()
+    audio = json.loads((SAMPLES.parent / "object_info-comfyui-0.3.75-audio.json").read_text())
+    assert set(live) == set(recorded) - set(audio)
+    for name in OPTIONAL_BUILTINS:
+        template = TemplateRegistry.load().get(name)
+        assert {p.kind for p in check_template(template, live)} == {"model"}, name

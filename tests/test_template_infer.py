@@ -351,7 +351,7 @@ def test_imported_img2img_runs_with_an_uploaded_image(
     # templates check (what `comfygate templates check` prints) finds nothing missing.
     [backend] = body(client.get("/v1/templates/check"))["backends"]
     [mine] = [t for t in backend["templates"] if t["name"] == "mine"]
-    assert mine == {"name": "mine", "ok": True, "problems": []}
+    assert mine == {"name": "mine", "ok": True, "optional": False, "problems": []}
 
 
 def _advanced(seed: int) -> dict[str, Any]:
@@ -375,21 +375,26 @@ def _advanced(seed: int) -> dict[str, Any]:
     }
 
 
-def test_first_sampler_by_node_id_and_ksampler_advanced() -> None:
+def test_two_samplers_with_the_same_values_share_the_parameters() -> None:
     graph = {k: v for k, v in copy.deepcopy(SD15).items() if k != "3"}
     graph["10"] = _advanced(10)
     graph["9"]["inputs"]["images"] = ["8", 0]
     graph["8"]["inputs"]["samples"] = ["10", 0]
     graph["30"] = _advanced(30)
+    graph["30"]["inputs"]["cfg"] = 4.0
     result = import_workflow(graph, "adv")
     params = _params(result)
-    assert params["seed"]["targets"] == ["10.noise_seed"]
+    # One seed for the job: every sampler that adds noise takes it.
+    assert params["seed"]["targets"] == ["10.noise_seed", "30.noise_seed"]
     assert params["seed"]["seed"] is True
     assert (params["steps"]["default"], params["cfg"]["default"]) == (30, 5.5)
-    assert params["sampler"]["targets"] == ["10.sampler_name"]
+    assert params["steps"]["targets"] == ["10.steps", "30.steps"]
+    assert params["sampler"]["targets"] == ["10.sampler_name", "30.sampler_name"]
+    # A value the samplers do not share is a parameter of its own.
+    assert (params["cfg"]["targets"], params["cfg_2"]["targets"]) == (["10.cfg"], ["30.cfg"])
     assert params["scheduler"]["default"] == "karras"
     assert "denoise" not in params
-    assert any("first by node id, 10 (KSamplerAdvanced)" in note for note in result.notes)
+    assert any("2 sampler passes (10 (KSamplerAdvanced), 30" in note for note in result.notes)
 
 
 def test_prompts_are_followed_through_conditioning_nodes() -> None:
@@ -462,10 +467,33 @@ def test_sd3_latent_and_the_sampler_fed_latent_first() -> None:
 def test_linked_sampler_inputs_are_not_parameters() -> None:
     graph = copy.deepcopy(SD15)
     graph["3"]["inputs"]["seed"] = ["40", 0]
-    graph["40"] = {"class_type": "PrimitiveInt", "inputs": {"value": 3}}
+    graph["40"] = {"class_type": "SeedFromTheMoon", "inputs": {"phase": 3}}
     result = import_workflow(graph, "linked")
     assert "seed" not in _params(result)
     assert any("'seed' comes from another node" in note for note in result.notes)
+
+
+def test_a_primitive_node_feeding_two_inputs_is_one_parameter() -> None:
+    # API format: ComfyUI 0.3.75's PrimitiveInt holds the width of the latent and of
+    # ModelSamplingFlux (Flux workflows tie them).
+    graph = copy.deepcopy(SD15)
+    graph["5"]["inputs"]["width"] = ["40", 0]
+    graph["41"] = {
+        "class_type": "ModelSamplingFlux",
+        "inputs": {
+            "model": ["4", 0],
+            "max_shift": 1.15,
+            "base_shift": 0.5,
+            "height": 64,
+            "width": ["40", 0],
+        },
+    }
+    graph["3"]["inputs"]["model"] = ["41", 0]
+    graph["40"] = {"class_type": "PrimitiveInt", "inputs": {"value": 96}}
+    params = _params(import_workflow(graph, "tied", OBJECT_INFO))
+    assert params["width"]["targets"] == ["40.value"]
+    assert params["width"]["default"] == 96
+    assert params["height"]["targets"] == ["5.height", "41.height"]  # the same value: tied
 
 
 # --- UI format -------------------------------------------------------------------------------
@@ -790,13 +818,6 @@ def _unknown_connected() -> dict[str, Any]:
     return ui
 
 
-def _subgraph() -> dict[str, Any]:
-    ui = _ui()
-    _node(ui, 8)["type"] = "0b6e3f06-6b0c-4c39-8b2f-2a2b0e6d8b11"
-    ui["definitions"] = {"subgraphs": [{"id": "0b6e3f06-6b0c-4c39-8b2f-2a2b0e6d8b11"}]}
-    return ui
-
-
 def _group_node() -> dict[str, Any]:
     ui = _ui()
     _node(ui, 8)["type"] = "workflow>Decode and save"
@@ -818,8 +839,7 @@ def _bad_link() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("make", "fragment"),
     [
-        (_unknown_connected, "node 9 (SaveImageExtended): this ComfyUI does not know"),
-        (_subgraph, "is a subgraph"),
+        (_unknown_connected, "types this ComfyUI does not know (custom nodes that are not "),
         (_group_node, "is a group node"),
         (_misaligned, "widget values do not match this ComfyUI's KSampler"),
         (_bad_link, "link '1-4-0'"),
@@ -862,3 +882,142 @@ def test_ui_nodes_without_type_are_refused() -> None:
 def test_bad_template_names_are_refused(name: str) -> None:
     with pytest.raises(TemplateImportError, match="template name"):
         import_workflow(SD15, name)
+
+
+# --- modern UI saves, request bodies, early saves --------------------------------------------
+
+SUBGRAPH_ID = "0b6e3f06-6b0c-4c39-8b2f-2a2b0e6d8b11"
+
+
+def _subgraph_ui() -> dict[str, Any]:
+    """_ui() with its EmptyLatentImage inside a subgraph (frontend 1.2x) whose width and
+    height are inputs of the subgraph, held by the instance."""
+    ui = _ui()
+    instance = _node(ui, 5)
+    instance.update(type=SUBGRAPH_ID, inputs=[], widgets_values=[64, 64])
+    inner = {
+        "id": 1,
+        "type": "EmptyLatentImage",
+        "mode": 0,
+        "inputs": [
+            {"name": "width", "type": "INT", "widget": {"name": "width"}, "link": 1},
+            {"name": "height", "type": "INT", "widget": {"name": "height"}, "link": 2},
+        ],
+        "outputs": [{"name": "LATENT", "type": "LATENT", "links": [3]}],
+        "widgets_values": [512, 512, 1],
+    }
+    links = [
+        {"id": 1, "origin_id": -10, "origin_slot": 0, "target_id": 1, "target_slot": 0},
+        {"id": 2, "origin_id": -10, "origin_slot": 1, "target_id": 1, "target_slot": 1},
+        {"id": 3, "origin_id": 1, "origin_slot": 0, "target_id": -20, "target_slot": 0},
+    ]
+    ui["definitions"] = {
+        "subgraphs": [
+            {
+                "id": SUBGRAPH_ID,
+                "name": "Latent",
+                "inputs": [{"name": "width", "type": "INT"}, {"name": "height", "type": "INT"}],
+                "outputs": [{"name": "LATENT", "type": "LATENT"}],
+                "nodes": [inner],
+                "links": links,
+            }
+        ]
+    }
+    return ui
+
+
+def test_a_subgraph_is_expanded_like_comfyuis_api_export() -> None:
+    result = import_workflow(_subgraph_ui(), "sub", OBJECT_INFO)
+    expected = {k: v for k, v in copy.deepcopy(SD15).items() if k != "5"}
+    expected["5:1"] = SD15["5"]
+    expected["3"]["inputs"]["latent_image"] = ["5:1", 0]
+    assert result.template["workflow"] == expected
+    params = _params(result)
+    assert params["width"]["targets"] == ["5:1.width"]
+    assert (params["width"]["default"], params["batch_size"]["default"]) == (64, 1)
+    assert result.notes == []
+
+
+def test_every_unknown_node_type_is_named_at_once() -> None:
+    ui = _ui()
+    _node(ui, 9)["type"] = "SaveImageExtended"
+    _node(ui, 8)["type"] = "VAEDecodeHyper"
+    with pytest.raises(TemplateImportError) as info:
+        import_workflow(ui, "sd15", OBJECT_INFO)
+    assert "2 node(s)" in str(info.value)
+    assert "node 8 (VAEDecodeHyper), node 9 (SaveImageExtended)" in str(info.value)
+
+
+@pytest.mark.parametrize("control", [True, False])
+def test_early_2023_saves_hold_the_seed_control_as_a_boolean(control: bool) -> None:
+    ui = _ui(seed=5, steps=1)  # steps 1 == True: must not be taken for a control value
+    _node(ui, 3)["widgets_values"][1] = control
+    workflow = import_workflow(ui, "old", OBJECT_INFO).template["workflow"]
+    assert workflow["3"]["inputs"]["seed"] == 5
+    assert workflow["3"]["inputs"]["steps"] == 1
+    assert workflow["3"]["inputs"]["cfg"] == 7
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"input": {"workflow": SD15}}, {"input": {"workflow": SD15, "images": []}}],
+    ids=["runpod", "runpod-with-images"],
+)
+def test_a_runpod_style_request_body_is_unwrapped(body: dict[str, Any]) -> None:
+    result = import_workflow(body, "sd15")
+    assert result.template["workflow"] == SD15
+    assert any("['input']['workflow']" in note for note in result.notes)
+
+
+def test_any_node_with_a_filename_prefix_is_a_saver() -> None:
+    graph = copy.deepcopy(SD15)
+    graph["9"] = {
+        "class_type": "SaveAnimatedWEBP",
+        "inputs": {
+            "images": ["8", 0],
+            "filename_prefix": "x",
+            "fps": 6.0,
+            "lossless": False,
+            "quality": 80,
+            "method": "default",
+        },
+    }
+    graph["10"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
+    result = import_workflow(graph, "webp")
+    assert not any("PreviewImage only" in note for note in result.notes)
+    assert _params(result)["fps"]["targets"] == ["9.fps"]
+    graph["9"] = graph.pop("10")
+    assert any("PreviewImage only" in n for n in import_workflow(graph, "preview").notes)
+
+
+@pytest.mark.parametrize(
+    "info",
+    [[1, 2], {"prompt": {"class_type": "KSampler", "inputs": {}}}, {"exec_info": {"x": 1}}],
+    ids=["a-list", "a-workflow", "no-definitions"],
+)
+def test_a_file_that_is_not_an_object_info_says_so(info: Any) -> None:
+    with pytest.raises(TemplateImportError, match="GET /object_info"):
+        import_workflow(_ui(), "sd15", info)
+
+
+def test_a_ui_primitive_node_feeding_two_inputs_is_one_parameter() -> None:
+    ui = _ui()
+    for node_id, name in ((3, "steps"), (5, "batch_size")):
+        _node(ui, node_id)["inputs"].append(
+            {"name": name, "type": "INT", "widget": {"name": name}, "link": 20 + node_id}
+        )
+        ui["links"].append([20 + node_id, 20, 0, node_id, 9, "INT"])
+    ui["nodes"].append(
+        {
+            "id": 20,
+            "type": "PrimitiveNode",
+            "mode": 0,
+            "outputs": [{"name": "INT", "type": "INT", "links": [23, 25]}],
+            "widgets_values": [2, "fixed"],
+        }
+    )
+    result = import_workflow(ui, "tied", OBJECT_INFO)
+    workflow, params = result.template["workflow"], _params(result)
+    assert (workflow["3"]["inputs"]["steps"], workflow["5"]["inputs"]["batch_size"]) == (2, 2)
+    assert params["steps"]["targets"] == ["3.steps", "5.batch_size"]
+    assert "batch_size" not in params  # written by 'steps', as the workflow ties them

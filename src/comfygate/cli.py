@@ -99,10 +99,9 @@ def serve(
     extra_model_paths: str | None,
 ) -> None:
     """Run the gateway (waitress, a production WSGI server)."""
-    from waitress.server import create_server
-
     from comfygate.api.auth import EXTENSION as KEYS
     from comfygate.app import create_app
+    from comfygate.wsgi_server import build_server
 
     overrides: dict[str, Any] = {
         "host": host,
@@ -131,19 +130,7 @@ def serve(
             settings.host,
         )
     try:
-        server = create_server(
-            app,
-            host=settings.host,
-            port=settings.port,
-            threads=settings.threads,
-            # Measured in docs/BENCHMARKS.md: waitress's default limit of 100 connections left
-            # the rest unseen in the backlog, and select() cannot watch descriptors past 1023.
-            connection_limit=settings.threads + 100,
-            asyncore_use_poll=True,
-            backlog=2048,
-            ident="comfygate",
-            channel_timeout=max(120, int(settings.request_timeout_s) + 30),
-        )
+        server = build_server(app, settings)
     except OSError as exc:
         gateway.stop()
         click.echo(
@@ -442,7 +429,7 @@ def run(
     with _client(server, api_key) as client:
         name = template or client.default_template()
         values = parse_params(client.template(name), params, prompt)
-        job = client.submit(name, values)
+        job = client.submit(template=name, params=values)
         if no_wait:
             click.echo(job.id)
             return
@@ -575,8 +562,9 @@ def templates_list(server: str, api_key: str | None) -> None:
 @server_option
 @api_key_option
 def templates_check(server: str, api_key: str | None) -> None:
-    """Each template against each backend's node list: missing node types, inputs, models.
-    Exit 1 if anything is missing."""
+    """Each template against each backend's node list: missing node types, inputs, models,
+    values every run would fail on. Exit 1 if anything is missing; an optional template (the
+    built-in SDXL and Flux ones) that only lacks models or node types is 'unavailable'."""
     from rich.table import Table
 
     with _client(server, api_key) as client:
@@ -592,18 +580,19 @@ def templates_check(server: str, api_key: str | None) -> None:
             continue
         for item in backend.get("templates") or []:
             problems = item.get("problems") or []
-            failed = failed or bool(problems)
+            unavailable = (
+                bool(problems)
+                and bool(item.get("optional"))
+                and all(p.get("kind") in ("node_type", "model") for p in problems)
+            )
+            failed = failed or (bool(problems) and not unavailable)
             lines = [
                 f"{p.get('kind')}: node {p.get('node_id')} ({p.get('class_type')}): "
                 f"{p.get('detail')}"
                 for p in problems
             ]
-            table.add_row(
-                name,
-                str(item.get("name", "")),
-                "ok" if not problems else "MISSING",
-                "\n".join(lines),
-            )
+            result = "ok" if not problems else "unavailable" if unavailable else "MISSING"
+            table.add_row(name, str(item.get("name", "")), result, "\n".join(lines))
     if not backends:
         _die("the gateway has no backends to check")
     _console().print(table)
@@ -629,19 +618,32 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 def templates_import(
     workflow: Path, output: Path | None, name: str | None, object_info: Path | None, force: bool
 ) -> None:
-    """Make a template from a workflow saved with ComfyUI's 'Save (API format)'. Review the
-    inferred parameters it prints before using it."""
+    """Make a template from a ComfyUI workflow: Export (API), or the UI format that 'Save'
+    writes (with --object-info). Review the inferred parameters it prints before using it."""
     try:
-        from comfygate.templates.infer import import_workflow
+        from comfygate.templates.infer import default_name, import_workflow
+        from comfygate.templates.infer.nodeinfo import check_object_info
     except ImportError:
         _die("templates import is not available in this version of comfygate")
     from comfygate.templates.registry import TemplateError, parse_template
 
-    name = name or re.sub(r"[^A-Za-z0-9_.-]+", "-", workflow.stem).lstrip("-_.")[:64]
+    # A gateway loads NAME.json as template NAME only: the name follows the output file.
+    name = name or default_name(output.stem if output is not None else workflow.stem)
     if not _NAME.match(name):
         _die(f"--name {name!r}: letters, digits, '_', '.', '-' (64 at most)", EXIT_USAGE)
+    if output is not None and output.stem != name:
+        _die(
+            f"-o {output}: a gateway loads it as template {output.stem!r} only; name the file "
+            f"{name}.json, or give --name {output.stem}",
+            EXIT_USAGE,
+        )
     data = _read_json(workflow)
     info = _read_json(object_info) if object_info is not None else None
+    if info is not None:
+        try:
+            check_object_info(info)
+        except TemplateError as exc:
+            _die(f"--object-info {object_info}: {exc}", EXIT_USAGE)
     try:
         imported = import_workflow(data, name, info)
         # Checked again here: what is written must load in a gateway, whoever inferred it.

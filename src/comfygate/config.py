@@ -7,8 +7,10 @@ with a line saying what it is for. Knows nothing of Flask.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,6 +19,16 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 ENV_PREFIX = "COMFYGATE_"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether HOST listens on loopback only (127.0.0.0/8, ::1 or localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class ConfigError(Exception):
@@ -30,6 +42,9 @@ def _split_csv(value: Any) -> Any:
 
 
 CsvList = Annotated[list[str], BeforeValidator(_split_csv)]
+# An ALLOWED_HOSTS entry: a name, an IPv4 address or a bracketed IPv6 one, a leading '.' for
+# every subdomain; no port (any port is answered).
+_HOST_PATTERN = re.compile(r"\.?[a-z0-9_.-]+|\[[0-9a-f:.]+\]", re.IGNORECASE)
 
 
 class Settings(BaseModel):
@@ -107,7 +122,9 @@ class Settings(BaseModel):
     webhook_backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles")
     webhook_timeout_s: float = Field(10.0, gt=0)
     webhook_allow_private: bool = Field(
-        False, description="allow webhooks to loopback/private addresses (local development)"
+        False,
+        description="allow webhooks to loopback, private, link-local and metadata addresses "
+        "(local development); off, they are refused at submit and again at connect time",
     )
 
     # Security (docs/SECURITY.md). Keys: `key` or `key:scope+scope` (scopes admin, workflows).
@@ -118,6 +135,26 @@ class Settings(BaseModel):
         "it changes",
     )
     cors_origins: CsvList = Field(default_factory=list)
+    allowed_hosts: CsvList | None = Field(
+        None,
+        description="Host header values answered (others: 400); '*' for any; default: "
+        "localhost, 127.0.0.1 and [::1] while HOST is loopback (no DNS rebinding), else '*'",
+    )
+    max_waits_per_client: int = Field(
+        100,
+        ge=0,
+        description="synchronous waits and event streams one key (one address with no keys) "
+        "may hold at once; 429 past it; 0: no cap per client",
+    )
+    auth_failure_limit: str = Field(
+        "20/minute",
+        description="requests with a wrong API key per client address before 429",
+    )
+    idle_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="a connection with no request in progress is closed after this",
+    )
     max_body_mb: float = Field(20.0, gt=0)
     max_json_depth: int = Field(64, ge=2, le=10_000, description="nesting of a JSON body")
     max_json_values: int = Field(
@@ -200,7 +237,17 @@ class Settings(BaseModel):
                 raise ValueError(str(exc)) from None
         return specs
 
-    @field_validator("rate_limit")
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, hosts: list[str] | None) -> list[str] | None:
+        if hosts is None:
+            return None
+        for host in hosts:
+            if host != "*" and not _HOST_PATTERN.fullmatch(host):
+                raise ValueError(f"{host!r} is not a host name, IP address or '*'")
+        return [host.lower() for host in hosts]
+
+    @field_validator("rate_limit", "auth_failure_limit")
     @classmethod
     def _check_rate_limit(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
@@ -241,6 +288,15 @@ class Settings(BaseModel):
     @property
     def limits_storage_uri(self) -> str:
         return self.rate_limit_storage_uri or self.redis_url or "memory://"
+
+    @property
+    def hosts_answered(self) -> list[str]:
+        """ALLOWED_HOSTS, or its default for HOST (see the field)."""
+        if self.allowed_hosts is not None:
+            return self.allowed_hosts
+        if is_loopback(self.host):
+            return ["localhost", "127.0.0.1", "[::1]"]
+        return ["*"]
 
     @property
     def max_body_bytes(self) -> int:

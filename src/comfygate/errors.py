@@ -154,6 +154,8 @@ def scrub(text: str) -> str:
 
 def from_code(code: str, message: str, details: dict[str, Any] | None = None) -> ComfyGateError:
     """Rebuild the domain error recorded on a job (its ``error.code``)."""
+    if code == "cancelled":  # a job cancelled while a request waited on it: not a failure
+        return Conflict(message, details)
     classes: tuple[type[ComfyGateError], ...] = (
         BadRequest,
         ValidationFailed,

@@ -17,6 +17,7 @@ from typing import IO
 from comfygate.backends.pool import BackendPool
 from comfygate.comfy.local import LocalComfyUI, LocalComfyUIConfig
 from comfygate.config import ConfigError, Settings, prepare_data_dir
+from comfygate.egress import EgressPolicy
 from comfygate.jobs.cache import ResultCache
 from comfygate.jobs.service import JobService, ServiceOptions
 from comfygate.jobs.store import SQLiteJobStore
@@ -118,6 +119,9 @@ class Gateway:
                 max_attempts=self.settings.webhook_max_attempts,
                 backoff_s=self.settings.webhook_backoff_s,
                 timeout_s=self.settings.webhook_timeout_s,
+                policy=EgressPolicy(
+                    allow_http=True, allow_private=self.settings.webhook_allow_private
+                ),
             ),
             self.metrics,
             ResultCache(

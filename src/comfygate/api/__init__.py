@@ -8,6 +8,7 @@ from flask import Flask
 
 from comfygate.api import (
     auth,
+    auth_failures,
     batches,
     errors,
     generate,
@@ -15,9 +16,11 @@ from comfygate.api import (
     limits,
     openapi,
     ops,
+    origin,
     outputs,
     template_routes,
     templates,
+    waits,
     web,
     workflows,
 )
@@ -27,9 +30,14 @@ from comfygate.keys import KeyRing
 def init_app(app: Flask, keys: KeyRing) -> None:
     settings = app.extensions["comfygate"].settings
     errors.init_app(app)
-    # Order matters: the caller is known (auth) before its requests are counted (limits).
+    # Order matters: browsers' cross-site requests go first (origin), then addresses that
+    # guessed keys (auth_failures); the caller is known (auth) before its requests are
+    # counted (limits).
+    origin.init_app(app, settings)
+    auth_failures.init_app(app, settings, keys_on=bool(keys))
     auth.init_app(app, keys)
     limits.init_app(app, settings)
+    waits.init_app(app, settings)
     for module in (
         generate,
         jobs,

@@ -6,7 +6,7 @@ import contextlib
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
-from comfygate.api import auth
+from comfygate.api import auth, waits
 from comfygate.api.body import Body, read_body
 from comfygate.api.images import run_request_with_images
 from comfygate.errors import Conflict, Timeout, ValidationFailed, from_code
@@ -31,10 +31,11 @@ def generate_from(body: Body) -> Response:
         )
     limit = gateway.settings.request_timeout_s
     timeout = min(req.timeout_s, limit) if req.timeout_s else limit
-    job = gateway.jobs.create(
-        req.template, req.params, cache=req.cache, owner=auth.creating_owner(), images=images
-    )
-    return wait_and_answer(job, timeout)
+    with waits.slot():  # before the job exists: a refused wait leaves nothing behind
+        job = gateway.jobs.create(
+            req.template, req.params, cache=req.cache, owner=auth.creating_owner(), images=images
+        )
+        return wait_and_answer(job, timeout)
 
 
 def wait_and_answer(job: Job, timeout: float) -> Response:

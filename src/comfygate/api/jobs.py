@@ -7,16 +7,16 @@ import json
 import queue
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from comfygate.api import auth
+from comfygate.api import auth, waits
 from comfygate.api.body import Body, read_body
-from comfygate.api.images import run_request_with_images
+from comfygate.api.images import RESOLVER, run_request_with_images
 from comfygate.errors import BadRequest, ValidationFailed
 from comfygate.jobs.events import CLOSING
 from comfygate.jobs.model import JobStatus
+from comfygate.jobs.webhooks import check_target
 
 bp = Blueprint("jobs", __name__)
 
@@ -25,16 +25,18 @@ MAX_CURSOR = 2**63 - 1  # SQLite's largest integer (fuzzing found the overflow)
 
 
 def _webhook_url(value: str | None) -> str | None:
+    """The webhook target, checked by the egress policy now (and at every delivery)."""
     if value is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationFailed("'webhook_url' must be an http(s) URL", field="webhook_url")
-    if parts.username or parts.password:
-        raise ValidationFailed("'webhook_url' must not carry credentials", field="webhook_url")
-    if len(value) > 2048:
-        raise ValidationFailed("'webhook_url' is too long", field="webhook_url")
-    return value
+    sender = current_app.extensions["comfygate"].jobs.webhooks
+    if sender is None:
+        return value
+    return check_target(
+        value,
+        sender.options.policy,
+        timeout_s=sender.options.timeout_s,
+        resolver=current_app.extensions.get(RESOLVER),
+    )
 
 
 @bp.post("/v1/jobs")
@@ -132,6 +134,7 @@ def events(job_id: str) -> Response:
     service = current_app.extensions["comfygate"].jobs
     heartbeat = current_app.extensions["comfygate"].settings.sse_heartbeat_s
     service.get(job_id, auth.visible_owner())  # 404 before the stream starts, not an empty one
+    release = waits.acquire()  # given back when the server closes the response
 
     def stream() -> Iterator[str]:
         with service.events.subscribe(job_id) as updates:
@@ -157,8 +160,10 @@ def events(job_id: str) -> Response:
                 if kind == "done":
                     return
 
-    return Response(
+    resp = Response(
         stream(),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+    resp.call_on_close(release)
+    return resp

@@ -24,6 +24,7 @@ from flask_limiter import Limiter, RateLimitExceeded
 from limits.errors import ConfigurationError
 
 from comfygate.api import auth
+from comfygate.api.clients import client_key
 from comfygate.api.errors import error_response
 from comfygate.config import ConfigError, Settings
 
@@ -45,13 +46,6 @@ def redacted(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _key() -> str:
-    owner = auth.principal().owner
-    if owner is not None and owner != "-":
-        return f"key:{owner}"
-    return f"addr:{request.remote_addr or '-'}"
-
-
 def _exempt() -> bool:
     return request.method == "OPTIONS" or request.endpoint in auth.PUBLIC_ENDPOINTS
 
@@ -64,7 +58,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     if uri.startswith("redis"):  # redis, rediss, redis+unix
         options = {"socket_connect_timeout": REDIS_TIMEOUT_S, "socket_timeout": REDIS_TIMEOUT_S}
     limiter = Limiter(
-        key_func=_key,
+        key_func=client_key,
         application_limits=[settings.rate_limit],
         application_limits_exempt_when=_exempt,
         storage_uri=uri,

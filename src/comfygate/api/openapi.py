@@ -11,8 +11,11 @@ Nothing here is a hand-written copy of a schema. The document is built, once per
 - the app's ``url_map``: an operation is listed only if the app registers its route, and a
   test checks the converse (every registered route is described here).
 
-What is written by hand is the part no model holds, in ``api/openapi_paths.py``: which
-route answers what, with which status codes, headers and examples.
+What is written by hand is the part no model holds, in ``api/openapi_paths.py`` (the route
+table), ``api/openapi_runs.py`` (the run routes' bodies and examples) and
+``api/openapi_responses.py`` (errors, files, headers): which route answers what, with which
+status codes, media types, headers and examples. The document is checked by generating a
+client from it with openapi-python-client (``tests/test_generated_client.py``).
 """
 
 from __future__ import annotations
@@ -29,17 +32,8 @@ from pydantic.json_schema import models_json_schema
 
 from comfygate import __version__
 from comfygate.api import auth, schemas, web
-from comfygate.api.openapi_paths import (
-    DESCRIPTION,
-    HEADERS,
-    REF,
-    SECURITY_SCHEMES,
-    SWAGGER_FILES,
-    TAGS,
-    error_responses,
-    operations,
-    ref,
-)
+from comfygate.api.openapi_paths import SWAGGER_FILES, operations
+from comfygate.api.openapi_responses import HEADERS, REF, error_responses, ref
 from comfygate.errors import NotFound
 from comfygate.templates.model import Template
 
@@ -137,6 +131,46 @@ def build(app: Flask) -> dict[str, Any]:
     }
 
 
+# --- the document's head -------------------------------------------------------------------
+
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (API_KEYS / API_KEYS_FILE) as a bearer token.",
+    },
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+TAGS = [
+    {"name": "generate", "description": "Run a template and wait for the result."},
+    {"name": "jobs", "description": "Asynchronous jobs: submit, follow, list, cancel."},
+    {"name": "batches", "description": "Many parameter sets in one call; an archive."},
+    {"name": "templates", "description": "The templates and their parameters."},
+    {"name": "workflows", "description": "Raw API-format workflows (a scope of their own)."},
+    {"name": "outputs", "description": "Files the jobs produced."},
+    {"name": "operations", "description": "Health, readiness, backends, metrics."},
+    {"name": "documentation", "description": "This document, the docs and the playground."},
+]
+
+DESCRIPTION = """\
+ComfyGate fills a stored workflow *template* with typed, validated parameters, runs it on
+ComfyUI, and answers with the result, or lets you follow the job.
+
+- `POST /v1/generate` waits and answers with the image (or the job object);
+  `POST /v1/jobs` answers at once with a job to follow (`GET /v1/jobs/{job_id}/events`).
+- Each template has typed routes, `POST /v1/templates/{name}/generate` and `/jobs`, whose
+  bodies are that template's parameters (`{name}.GenerateRequest`, `{name}.JobRequest`);
+  templates with image parameters also `.../generate/upload` and `.../jobs/upload`, which
+  document the `multipart/form-data` form (images as file fields).
+- Files come back with their own media type (`image/png`...); `application/octet-stream` is
+  listed beside them for client generators.
+- Every error has one shape, `ErrorBody`: `{"error": {"code", "message", "details"}}`.
+- Every answer carries `X-Request-Id` (yours, if you sent a valid one).
+"""
+
+
 # --- schemas --------------------------------------------------------------------------------
 
 
@@ -194,6 +228,9 @@ def _template_schemas(template: Template) -> dict[str, Any]:
             "properties": {
                 "template": {
                     "const": name,
+                    # A default, so a generated client's model of this body names its
+                    # template by itself (on /v1/generate and /v1/jobs it must be named).
+                    "default": name,
                     "description": "The template; on /v1/templates/{name}/... the path names it.",
                 },
                 **params.get("properties", {}),

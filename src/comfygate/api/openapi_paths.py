@@ -1,6 +1,8 @@
 """The route table of the OpenAPI document: what each route takes and answers, with which
-status codes, headers and examples. The schemas it points at are generated (``api/openapi.py``
-from ``api/schemas.py`` and the templates); only what no model holds is written here.
+status codes and headers. The schemas it points at are generated (``api/openapi.py`` from
+``api/schemas.py`` and the templates); the run routes are in ``api/openapi_runs.py``, the shared
+answers (errors, files) in ``api/openapi_responses.py``; only what no model holds is written
+here. Every operation has a ``default`` answer, the error body.
 
 An operation of a route the app does not register is left out of the document, so one can be
 described here before its route lands.
@@ -11,421 +13,34 @@ from __future__ import annotations
 from typing import Any
 
 from comfygate.api.jobs import MAX_CURSOR, MAX_PAGE
+from comfygate.api.openapi_responses import (
+    DEFAULT_ERROR,
+    errors,
+    file_response,
+    header,
+    json_response,
+    path_param,
+    ref,
+    response_ref,
+)
+from comfygate.api.openapi_runs import Operation, run_operations
 from comfygate.jobs.model import JobStatus
-from comfygate.templates.model import Parameter, Template
+from comfygate.templates.model import Template
 
-REF = "#/components/schemas/{model}"
 # The Swagger UI files /docs needs, from the flask-swagger-ui package (no CDN).
 SWAGGER_FILES = frozenset(
     {"swagger-ui.css", "swagger-ui-bundle.js", "favicon-16x16.png", "favicon-32x32.png"}
 )
-
-
-def ref(name: str) -> dict[str, str]:
-    return {"$ref": REF.format(model=name)}
-
-
-# --- examples -------------------------------------------------------------------------------
-
-
-# An 8x8 PNG: image parameters' example value (a real image, so the example runs).
-EXAMPLE_IMAGE = (
-    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mM8UaHBgA0"
-    "wMeAAg1MCAB4nAXgllso1AAAAAElFTkSuQmCC"
-)
-
-
-def _sample(name: str, param: Parameter) -> Any:
-    if param.type == "image":
-        return EXAMPLE_IMAGE
-    if param.enum:
-        return param.enum[0]
-    if param.default is not None:
-        return param.default
-    match param.type:
-        case "string":
-            return "a lighthouse at dusk" if "prompt" in name else "example"
-        case "integer":
-            return int(param.minimum) if param.minimum is not None else 1
-        case "number":
-            return float(param.minimum) if param.minimum is not None else 1.0
-        case _:
-            return True
-
-
-def example_body(template: Template) -> dict[str, Any]:
-    """A body that works: the required parameters and a fixed seed where there is one; for a
-    template that needs neither, its defaults spelled out."""
-    body = {n: _sample(n, p) for n, p in template.parameters.items() if p.required}
-    if template.seed_parameter:
-        body[template.seed_parameter] = 42
-    if not body:
-        body = {n: p.default for n, p in template.parameters.items() if p.default is not None}
-    return body
-
-
-# --- responses ------------------------------------------------------------------------------
-
-HEADERS: dict[str, Any] = {
-    "X-Job-Id": {"description": "The job's id.", "schema": {"type": "string"}},
-    "X-Seed": {
-        "description": "The seed used (templates with a seed parameter).",
-        "schema": {"type": "string"},
-    },
-    "Location": {"description": "The job's URL.", "schema": {"type": "string"}},
-    "Retry-After": {
-        "description": "Seconds to wait before trying again.",
-        "schema": {"type": "integer"},
-    },
-}
-
-_ERRORS: dict[int, tuple[str, str, dict[str, dict[str, Any]]]] = {
-    400: (
-        "BadRequest",
-        "The body is not a JSON object (`bad_request`), or a field is missing, of the wrong "
-        "type, out of range or unknown (`validation_error`, `details.field` names it).",
-        {
-            "validation_error": {
-                "code": "validation_error",
-                "message": "'steps': Input should be greater than or equal to 1",
-                "details": {"field": "steps"},
-            },
-            "bad_request": {
-                "code": "bad_request",
-                "message": "the body is not valid JSON",
-                "details": {},
-            },
-        },
-    ),
-    401: (
-        "Unauthorized",
-        "API keys are configured and the request has none or a wrong one (send it as "
-        "`Authorization: Bearer <key>` or `X-API-Key`).",
-        {
-            "unauthorized": {
-                "code": "unauthorized",
-                "message": "the API key is not valid",
-                "details": {},
-            }
-        },
-    ),
-    403: (
-        "Forbidden",
-        "The API key lacks the scope this route needs (`admin` for operations routes, "
-        "`workflows` for raw workflows), or raw workflows are off.",
-        {
-            "forbidden": {
-                "code": "forbidden",
-                "message": "this route needs an API key with the 'admin' scope",
-                "details": {},
-            }
-        },
-    ),
-    404: (
-        "NotFound",
-        "No such template, job or output.",
-        {
-            "not_found": {
-                "code": "not_found",
-                "message": "no template named 'nope'",
-                "details": {"template": "nope"},
-            }
-        },
-    ),
-    409: (
-        "Conflict",
-        "The job has already ended, or the Idempotency-Key was used with another body.",
-        {
-            "conflict": {
-                "code": "conflict",
-                "message": "the job has already ended (succeeded)",
-                "details": {"job_id": "6f1c0b9e2d6a4c1f9a7e3b5d8c2f4a10"},
-            }
-        },
-    ),
-    413: (
-        "PayloadTooLarge",
-        "The body is over MAX_BODY_MB.",
-        {
-            "payload_too_large": {
-                "code": "payload_too_large",
-                "message": "request body too large",
-                "details": {},
-            }
-        },
-    ),
-    415: (
-        "UnsupportedMediaType",
-        "The body is not `application/json` (or, on the routes that take image uploads, "
-        "`multipart/form-data`).",
-        {
-            "unsupported_media_type": {
-                "code": "unsupported_media_type",
-                "message": "the body must be JSON with Content-Type: application/json",
-                "details": {"content_type": "text/plain"},
-            }
-        },
-    ),
-    429: (
-        "RateLimited",
-        "Over RATE_LIMIT for this API key (or client address); `Retry-After` says when to "
-        "try again.",
-        {
-            "rate_limited": {
-                "code": "rate_limited",
-                "message": "rate limit exceeded (60 per 1 minute); retry after 12 s",
-                "details": {"limit": "60 per 1 minute", "retry_after_s": 12},
-            }
-        },
-    ),
-    502: (
-        "GenerationFailed",
-        "ComfyUI refused the workflow or its execution failed; `details` names the node.",
-        {
-            "generation_failed": {
-                "code": "generation_failed",
-                "message": "node 4 (CheckpointLoaderSimple): Value not in list",
-                "details": {
-                    "node_id": "4",
-                    "node_type": "CheckpointLoaderSimple",
-                    "message": "Value not in list: ckpt_name: 'missing.safetensors'",
-                    "job_id": "6f1c0b9e2d6a4c1f9a7e3b5d8c2f4a10",
-                },
-            }
-        },
-    ),
-    503: (
-        "BackendUnavailable",
-        "No healthy ComfyUI backend can take the job.",
-        {
-            "backend_unavailable": {
-                "code": "backend_unavailable",
-                "message": "no ComfyUI backend is available right now",
-                "details": {},
-            }
-        },
-    ),
-    504: (
-        "Timeout",
-        "The synchronous wait ran out; the job was cancelled (`details.job_id`).",
-        {
-            "timeout": {
-                "code": "timeout",
-                "message": "the job did not finish within 1 s and was cancelled",
-                "details": {"job_id": "6f1c0b9e2d6a4c1f9a7e3b5d8c2f4a10", "timeout_s": 1},
-            }
-        },
-    ),
-}
-
-
-def error_responses() -> dict[str, Any]:
-    responses: dict[str, Any] = {}
-    for status, (name, description, examples) in _ERRORS.items():
-        response: dict[str, Any] = {
-            "description": description,
-            "content": {
-                "application/json": {
-                    "schema": ref("ErrorBody"),
-                    "examples": {k: {"value": {"error": v}} for k, v in examples.items()},
-                }
-            },
-        }
-        if status in (429, 503):
-            response["headers"] = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
-        if status == 401:
-            response["headers"] = {
-                "WWW-Authenticate": {
-                    "description": "`Bearer`.",
-                    "schema": {"type": "string"},
-                }
-            }
-        responses[name] = response
-    return responses
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    return {
-        str(status): {"$ref": f"#/components/responses/{_ERRORS[status][0]}"} for status in statuses
-    }
-
-
-def _json(schema_name: str, description: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": ref(schema_name)}},
-        **extra,
-    }
-
-
-def _header(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/headers/{name}"}
-
-
-def _path_param(name: str, description: str, enum: list[str] | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string"}
-    if enum:
-        schema["enum"] = enum
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "description": description,
-        "schema": schema,
-    }
-
-
-def _file(description: str, media: str = "*/*") -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {media: {"schema": {"type": "string", "format": "binary"}}},
-    }
-
-
-_JOB_ID = _path_param("job_id", "The job's id.")
-
-
-def _multipart(images: list[str]) -> dict[str, Any]:
-    """The multipart/form-data form of a run body: for uploading image parameters."""
-    return {
-        "schema": {
-            "type": "object",
-            "description": "The JSON body in `params` and/or each key as a form field of its own "
-            "(typed as the template declares), and each image parameter as a file field.",
-            "properties": {
-                "params": {
-                    "type": "string",
-                    "contentMediaType": "application/json",
-                    "description": "The JSON body (a JSON object).",
-                },
-                **{
-                    name: {"type": "string", "format": "binary", "description": "An image file."}
-                    for name in images
-                },
-            },
-        },
-        "encoding": {name: {"contentType": "image/png, image/jpeg, image/webp"} for name in images},
-    }
-
-
-# --- operations -----------------------------------------------------------------------------
-
-
-def _request_content(
-    body_schema: str, examples: dict[str, Any], images: list[str] | None
-) -> dict[str, Any]:
-    """A JSON body, and a multipart one for templates with image parameters."""
-    content: dict[str, Any] = {
-        "application/json": {"schema": ref(body_schema), "examples": examples}
-    }
-    if images is not None:
-        content["multipart/form-data"] = _multipart(images)
-    return content
-
-
-def _generate_op(
-    operation_id: str,
-    summary: str,
-    body_schema: str,
-    examples: dict[str, Any],
-    *,
-    params: list[Any],
-    images: list[str] | None = None,
-) -> dict[str, Any]:
-    content = _request_content(body_schema, examples, images)
-    return {
-        "tags": ["generate"],
-        "operationId": operation_id,
-        "summary": summary,
-        "description": "Creates a job and waits for it (at most `timeout_s`, capped by "
-        "REQUEST_TIMEOUT_S). With one output and an Accept header that admits it (absent, "
-        "`*/*`, `image/*`) the answer is the file itself; otherwise the job object.",
-        "parameters": params,
-        "requestBody": {"required": True, "content": content},
-        "responses": {
-            "200": {
-                "description": "The job succeeded: its one output, or the job object.",
-                "headers": {"X-Job-Id": _header("X-Job-Id"), "X-Seed": _header("X-Seed")},
-                "content": {
-                    "image/*": {"schema": {"type": "string", "format": "binary"}},
-                    "application/json": {"schema": ref("Job")},
-                },
-            },
-            **_errors(400, 404, 413, 415, 502, 503, 504),
-        },
-    }
-
-
-_IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "description": "The same key with the same body returns the same job; with another body, 409.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-}
-
-
-def _submit_op(
-    operation_id: str,
-    summary: str,
-    body_schema: str,
-    examples: dict[str, Any],
-    *,
-    params: list[Any],
-    images: list[str] | None = None,
-) -> dict[str, Any]:
-    content = _request_content(body_schema, examples, images)
-    return {
-        "tags": ["jobs"],
-        "operationId": operation_id,
-        "summary": summary,
-        "description": "Creates a job and answers at once; follow it with "
-        "GET /v1/jobs/{job_id}/events or GET /v1/jobs/{job_id}.",
-        "parameters": [*params, _IDEMPOTENCY_KEY],
-        "requestBody": {"required": True, "content": content},
-        "responses": {
-            "202": _json("Job", "The job, queued.", headers={"Location": _header("Location")}),
-            **_errors(400, 404, 409, 413, 415, 503),
-        },
-    }
-
-
-Operation = tuple[str, str, str, dict[str, Any]]  # (route, path, method, operation)
+_JOB_ID = path_param("job_id", "The job's id.")
 
 
 def operations(templates: list[Template], default: str) -> list[Operation]:
     names = [t.name for t in templates]
-    by_name = {t.name: example_body(t) for t in templates}
-    named = {
-        n: {"summary": n, "value": {"template": n, **ex} if n != default else ex}
-        for n, ex in by_name.items()
-    }
-    ops: list[Operation] = []
-    image_params = {
-        t.name: [n for n, p in t.parameters.items() if p.type == "image"] for t in templates
-    }
-    all_images = sorted({n for names_ in image_params.values() for n in names_})
+    ops: list[Operation] = run_operations(templates, default)
 
     def add(route: str, method: str, operation: dict[str, Any], path: str | None = None) -> None:
         ops.append((route, path or route, method, operation))
 
-    add(
-        "/v1/generate",
-        "post",
-        _generate_op(
-            "generate",
-            "Generate and wait for the result",
-            "GenerateRequest",
-            named,
-            params=[],
-            images=all_images,
-        ),
-    )
-    add(
-        "/v1/jobs",
-        "post",
-        _submit_op("submitJob", "Submit a job", "JobRequest", named, params=[], images=all_images),
-    )
     add(
         "/v1/jobs",
         "get",
@@ -454,7 +69,7 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CURSOR},
                 },
             ],
-            "responses": {"200": _json("JobList", "A page of jobs."), **_errors(400)},
+            "responses": {"200": json_response("JobList", "A page of jobs."), **errors(400)},
         },
     )
     add(
@@ -465,7 +80,7 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "operationId": "getJob",
             "summary": "Get a job",
             "parameters": [_JOB_ID],
-            "responses": {"200": _json("Job", "The job object."), **_errors(404)},
+            "responses": {"200": json_response("Job", "The job object."), **errors(404)},
         },
     )
     add(
@@ -477,10 +92,10 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "summary": "Cancel a job",
             "description": "A queued job leaves ComfyUI's queue; a running one is interrupted.",
             "parameters": [_JOB_ID],
-            "responses": {"200": _json("Job", "The cancelled job."), **_errors(404, 409)},
+            "responses": {"200": json_response("Job", "The cancelled job."), **errors(404, 409)},
         },
     )
-    batch_id = _path_param("batch_id", "The batch's id.")
+    batch_id = path_param("batch_id", "The batch's id.")
     add(
         "/v1/batches",
         "post",
@@ -511,12 +126,12 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
                 },
             },
             "responses": {
-                "202": _json(
+                "202": json_response(
                     "BatchCreated",
                     "The batch and its jobs.",
-                    headers={"Location": _header("Location")},
+                    headers={"Location": header("Location")},
                 ),
-                **_errors(400, 404, 413, 503),
+                **errors(400, 404, 413, 503),
             },
         },
     )
@@ -528,7 +143,10 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "operationId": "getBatch",
             "summary": "Get a batch",
             "parameters": [batch_id],
-            "responses": {"200": _json("Batch", "Counts by state and the jobs."), **_errors(404)},
+            "responses": {
+                "200": json_response("Batch", "Counts by state and the jobs."),
+                **errors(404),
+            },
         },
     )
     add(
@@ -539,7 +157,10 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "operationId": "cancelBatch",
             "summary": "Cancel a batch's unfinished jobs",
             "parameters": [batch_id],
-            "responses": {"200": _json("Batch", "The batch after cancelling."), **_errors(404)},
+            "responses": {
+                "200": json_response("Batch", "The batch after cancelling."),
+                **errors(404),
+            },
         },
     )
     add(
@@ -551,7 +172,15 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "summary": "A zip of the batch's outputs so far",
             "description": "Streamed; each file is named `<item index>-<output name>`.",
             "parameters": [batch_id],
-            "responses": {"200": _file("The archive.", "application/zip"), **_errors(404)},
+            "responses": {
+                "200": file_response(
+                    "The archive (`application/zip`; `application/octet-stream` names the same "
+                    "bytes for generators that know binary answers only by that name).",
+                    "application/zip",
+                    "application/octet-stream",
+                ),
+                **errors(404),
+            },
         },
     )
     add(
@@ -576,7 +205,7 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
                         }
                     },
                 },
-                **_errors(404),
+                **errors(404),
             },
         },
     )
@@ -587,8 +216,8 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "tags": ["outputs"],
             "operationId": "getOutput",
             "summary": "Download an output file",
-            "parameters": [_JOB_ID, _path_param("filename", "The output's file name.")],
-            "responses": {"200": _file("The file, with its content type."), **_errors(404)},
+            "parameters": [_JOB_ID, path_param("filename", "The output's file name.")],
+            "responses": {"200": response_ref("OutputFile"), **errors(404)},
         },
     )
     add(
@@ -598,7 +227,9 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "tags": ["templates"],
             "operationId": "listTemplates",
             "summary": "List the templates",
-            "responses": {"200": _json("TemplateList", "Every template with its parameters.")},
+            "responses": {
+                "200": json_response("TemplateList", "Every template with its parameters.")
+            },
         },
     )
     add(
@@ -610,10 +241,10 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "summary": "Check every template against every backend's node list",
             "description": "Unknown node types, undeclared or missing inputs, combo values "
             "and model files a backend does not offer. Uses each backend's cached node list.",
-            "responses": {"200": _json("TemplateCheck", "The problems, per backend.")},
+            "responses": {"200": json_response("TemplateCheck", "The problems, per backend.")},
         },
     )
-    template_name = _path_param("name", "The template.", names)
+    template_name = path_param("name", "The template.", names)
     add(
         "/v1/templates/{name}",
         "get",
@@ -622,62 +253,9 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "operationId": "getTemplate",
             "summary": "Get a template and the JSON Schema of its parameters",
             "parameters": [template_name],
-            "responses": {"200": _json("Template", "The template."), **_errors(404)},
+            "responses": {"200": json_response("Template", "The template."), **errors(404)},
         },
     )
-    per_template = {n: {"summary": n, "value": ex} for n, ex in by_name.items()}
-    any_generate = {"anyOf": [ref(f"{n}.GenerateRequest") for n in names]}
-    op = _generate_op(
-        "generateWithTemplate",
-        "Generate with the template named in the path",
-        "GenerateRequest",
-        per_template,
-        params=[template_name],
-        images=all_images,
-    )
-    op["requestBody"]["content"]["application/json"]["schema"] = any_generate
-    add("/v1/templates/{name}/generate", "post", op)
-    any_job = {"anyOf": [ref(f"{n}.JobRequest") for n in names]}
-    op = _submit_op(
-        "submitJobWithTemplate",
-        "Submit a job of the template named in the path",
-        "JobRequest",
-        per_template,
-        params=[template_name],
-        images=all_images,
-    )
-    op["requestBody"]["content"]["application/json"]["schema"] = any_job
-    add("/v1/templates/{name}/jobs", "post", op)
-    for template in templates:
-        n = template.name
-        example = {n: {"summary": n, "value": by_name[n]}}
-        images = image_params[n] or None  # multipart only where there is an image to upload
-        add(
-            "/v1/templates/{name}/generate",
-            "post",
-            _generate_op(
-                f"generate_{n}",
-                f"Generate with {n}",
-                f"{n}.GenerateRequest",
-                example,
-                params=[],
-                images=images,
-            ),
-            path=f"/v1/templates/{n}/generate",
-        )
-        add(
-            "/v1/templates/{name}/jobs",
-            "post",
-            _submit_op(
-                f"submitJob_{n}",
-                f"Submit a {n} job",
-                f"{n}.JobRequest",
-                example,
-                params=[],
-                images=images,
-            ),
-            path=f"/v1/templates/{n}/jobs",
-        )
     add(
         "/healthz",
         "get",
@@ -685,7 +263,7 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "tags": ["operations"],
             "operationId": "health",
             "summary": "Liveness: 200 while the process serves",
-            "responses": {"200": _json("Health", "Serving.")},
+            "responses": {"200": json_response("Health", "Serving.")},
         },
     )
     add(
@@ -696,11 +274,11 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "operationId": "readiness",
             "summary": "Readiness: 200 while a backend can take jobs and few enough wait",
             "responses": {
-                "200": _json("Readiness", "Ready."),
-                "503": _json(
+                "200": json_response("Readiness", "Ready."),
+                "503": json_response(
                     "Readiness",
                     "No backend can take jobs, or too many jobs wait (`reason` says which).",
-                    headers={"Retry-After": _header("Retry-After")},
+                    headers={"Retry-After": header("Retry-After")},
                 ),
             },
         },
@@ -712,7 +290,7 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "tags": ["operations"],
             "operationId": "listBackends",
             "summary": "The backends: health, queue, jobs in flight, latency",
-            "responses": {"200": _json("BackendList", "Every backend (never its URL).")},
+            "responses": {"200": json_response("BackendList", "Every backend (never its URL).")},
         },
     )
     add(
@@ -752,7 +330,7 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "tags": ["documentation"],
             "operationId": "docs",
             "summary": "Interactive documentation (Swagger UI, served by the gateway)",
-            "responses": {"200": _file("The page.", "text/html")},
+            "responses": {"200": file_response("The page.", "text/html")},
         },
     )
     add(
@@ -762,8 +340,11 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "tags": ["documentation"],
             "operationId": "docsAsset",
             "summary": "A file of the documentation page",
-            "parameters": [_path_param("filename", "The file.", sorted(SWAGGER_FILES))],
-            "responses": {"200": _file("The file."), **_errors(404)},
+            "parameters": [path_param("filename", "The file.", sorted(SWAGGER_FILES))],
+            "responses": {
+                "200": file_response("The file.", "text/css", "text/javascript", "image/png"),
+                **errors(404),
+            },
         },
     )
     add(
@@ -773,7 +354,7 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "tags": ["documentation"],
             "operationId": "playground",
             "summary": "The playground: a page to try the templates",
-            "responses": {"200": _file("The page.", "text/html")},
+            "responses": {"200": file_response("The page.", "text/html")},
         },
     )
     add(
@@ -783,8 +364,13 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
             "tags": ["documentation"],
             "operationId": "webAsset",
             "summary": "A file of the playground or documentation page",
-            "parameters": [_path_param("filename", "The file.")],
-            "responses": {"200": _file("The file."), **_errors(404)},
+            "parameters": [path_param("filename", "The file.")],
+            "responses": {
+                "200": file_response(
+                    "The file.", "text/javascript", "text/css", "text/html", "image/svg+xml"
+                ),
+                **errors(404),
+            },
         },
     )
     add(
@@ -806,16 +392,11 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
                 "content": {"application/json": {"schema": ref("WorkflowRequest")}},
             },
             "responses": {
-                "200": {
-                    "description": "The job succeeded: its one output, or the job object.",
-                    "headers": {"X-Job-Id": _header("X-Job-Id")},
-                    "content": {
-                        "image/*": {"schema": {"type": "string", "format": "binary"}},
-                        "application/json": {"schema": ref("Job")},
-                    },
-                },
-                "202": _json("Job", "The job, queued.", headers={"Location": _header("Location")}),
-                **_errors(400, 403, 413, 415, 502, 503, 504),
+                "200": response_ref("GenerateResult"),
+                "202": json_response(
+                    "Job", "The job, queued.", headers={"Location": header("Location")}
+                ),
+                **errors(400, 403, 413, 415, 502, 503, 504),
             },
         },
     )
@@ -831,47 +412,15 @@ ADMIN_OPERATIONS = frozenset({"listBackends", "metrics", "checkTemplates"})
 
 def _secure(ops: list[Operation]) -> None:
     """With API keys on, every operation but the public ones may answer 401 and 429; the
-    operations routes 403 for a key without the admin scope."""
+    operations routes 403 for a key without the admin scope. Every operation may answer the
+    error body (``default``)."""
     for _, _, _, operation in ops:
         op_id = operation["operationId"]
+        operation["responses"].setdefault("default", response_ref(DEFAULT_ERROR))
         if op_id in PUBLIC_OPERATIONS:
             operation["security"] = []
             continue
         extra = (401, 403, 429) if op_id in ADMIN_OPERATIONS else (401, 429)
         operation["responses"].update(
-            {k: v for k, v in _errors(*extra).items() if k not in operation["responses"]}
+            {k: v for k, v in errors(*extra).items() if k not in operation["responses"]}
         )
-
-
-SECURITY_SCHEMES: dict[str, Any] = {
-    "bearerAuth": {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "An API key (API_KEYS / API_KEYS_FILE) as a bearer token.",
-    },
-    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-}
-
-
-TAGS = [
-    {"name": "generate", "description": "Run a template and wait for the result."},
-    {"name": "jobs", "description": "Asynchronous jobs: submit, follow, list, cancel."},
-    {"name": "batches", "description": "Many parameter sets in one call; an archive."},
-    {"name": "templates", "description": "The templates and their parameters."},
-    {"name": "workflows", "description": "Raw API-format workflows (a scope of their own)."},
-    {"name": "outputs", "description": "Files the jobs produced."},
-    {"name": "operations", "description": "Health, readiness, backends, metrics."},
-    {"name": "documentation", "description": "This document, the docs and the playground."},
-]
-
-DESCRIPTION = """\
-ComfyGate fills a stored workflow *template* with typed, validated parameters, runs it on
-ComfyUI, and answers with the result, or lets you follow the job.
-
-- `POST /v1/generate` waits and answers with the image (or the job object);
-  `POST /v1/jobs` answers at once with a job to follow (`GET /v1/jobs/{job_id}/events`).
-- Each template has typed routes, `POST /v1/templates/{name}/generate` and `/jobs`, whose
-  bodies are that template's parameters (`{name}.GenerateRequest`, `{name}.JobRequest`).
-- Every error has one shape, `ErrorBody`: `{"error": {"code", "message", "details"}}`.
-- Every answer carries `X-Request-Id` (yours, if you sent a valid one).
-"""

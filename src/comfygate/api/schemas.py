@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from comfygate.errors import ComfyGateError
 from comfygate.jobs.model import JobStatus
@@ -28,11 +28,17 @@ def _error_codes() -> list[str]:
         if cls.code not in codes:
             codes.append(cls.code)
         pending.extend(cls.__subclasses__())
-    codes += ["method_not_allowed", "not_acceptable", "unsupported_media_type"]
+    # The HTTP layer's, and a job cancelled by request.
+    codes += ["method_not_allowed", "not_acceptable", "unsupported_media_type", "cancelled"]
     return sorted(set(codes))
 
 
 ERROR_CODES = _error_codes()
+_CODE_ENUM: list[JsonValue] = list(ERROR_CODES)
+
+
+# A parameter's value: what a template parameter can hold (an image is kept by name).
+ParamValue = str | int | float | bool | None
 
 
 class _Response(BaseModel):
@@ -42,7 +48,11 @@ class _Response(BaseModel):
 class ErrorInfo(_Response):
     """What went wrong: a stable code, a message for people, and the evidence."""
 
-    code: str = Field(description="One of: " + ", ".join(ERROR_CODES) + ".")
+    # A str (a gateway may add codes), documented as the enum of the codes it has today.
+    code: str = Field(
+        description="A stable code: one of the enum's.",
+        json_schema_extra={"enum": _CODE_ENUM},
+    )
     message: str = Field(description="For people; names the field, node or job concerned.")
     details: dict[str, Any] = Field(
         default_factory=dict,
@@ -133,9 +143,10 @@ class Job(_Response):
     id: str
     status: JobStatus
     template: str
-    params: dict[str, Any] = Field(
+    params: dict[str, ParamValue] = Field(
         description="The values actually used (defaults and a drawn random seed filled in), "
-        "so the job can be replayed exactly."
+        "so the job can be replayed exactly: the template's `{template}.Parameters`. A seed "
+        "may exceed 2^53: read it as a 64-bit integer, not a double."
     )
     progress: Progress | None
     outputs: list[Output]
@@ -168,7 +179,8 @@ class Template(_Response):
     description: str
     parameters: dict[str, Any] = Field(
         description="JSON Schema of the parameters (types, defaults, bounds, enums, which are "
-        "required). `x-seed`: random when omitted; `x-model-folder`: a model file name."
+        "required). `x-seed`: random when omitted; `x-model-folder`: a model file name, and "
+        "`x-models`: the files of that folder the backends offer now."
     )
 
 
@@ -189,6 +201,11 @@ class TemplateProblem(_Response):
 class TemplateCheckResult(_Response):
     name: str
     ok: bool
+    optional: bool = Field(
+        False,
+        description="The template needs models many backends lack (built-in SDXL, Flux): "
+        "missing node types or models make it unavailable there, not a failure.",
+    )
     problems: list[TemplateProblem]
 
 

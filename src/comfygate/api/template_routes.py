@@ -1,6 +1,8 @@
 """POST /v1/templates/{name}/generate and /v1/templates/{name}/jobs: the same runs as
 /v1/generate and /v1/jobs with the template named by the path, so each template has its own
-typed body in the OpenAPI document (``api/openapi.py``)."""
+typed body in the OpenAPI document (``api/openapi.py``). ``.../upload`` is the same route
+again, for the document: there it is the ``multipart/form-data`` form (images as file
+fields), since client generators make one function per operation and body type."""
 
 from __future__ import annotations
 
@@ -27,10 +29,12 @@ def _body_for(name: str) -> Body:
 
 
 @bp.post("/v1/templates/<name>/generate")
+@bp.post("/v1/templates/<name>/generate/upload")
 def generate(name: str) -> Response:
     return generate_from(_body_for(name))
 
 
 @bp.post("/v1/templates/<name>/jobs")
+@bp.post("/v1/templates/<name>/jobs/upload")
 def submit(name: str) -> Response:
     return submit_from(_body_for(name))

@@ -1,5 +1,11 @@
 """GET /v1/templates and /v1/templates/{name}: names, descriptions, parameter schemas; and
-GET /v1/templates/check: every template against every backend's node list."""
+GET /v1/templates/check: every template against every backend's node list.
+
+A parameter naming a model file (``x-model-folder``) also carries ``x-models``: the files of
+that folder the backends offer now (the usable ones; while none is, what they offered when
+last seen), so a form can offer them as a list. It is a hint, not an ``enum``: which files
+exist changes while the gateway runs, and a request is checked against them when it comes.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 
 from comfygate.templates.check import check_template
+from comfygate.templates.model import Template
 
 bp = Blueprint("templates", __name__)
 
@@ -17,7 +24,7 @@ def list_templates() -> Response:
     gateway = current_app.extensions["comfygate"]
     return jsonify(
         {
-            "templates": [t.public() for t in gateway.templates.all()],
+            "templates": [_public(t) for t in gateway.templates.all()],
             "default_template": gateway.settings.default_template,
         }
     )
@@ -48,6 +55,7 @@ def check_templates() -> Response:
                     {
                         "name": template.name,
                         "ok": not problems,
+                        "optional": template.optional,
                         "problems": [p.to_dict() for p in problems],
                     }
                 )
@@ -57,4 +65,20 @@ def check_templates() -> Response:
 
 @bp.get("/v1/templates/<name>")
 def get_template(name: str) -> Response:
-    return jsonify(current_app.extensions["comfygate"].templates.get(name).public())
+    return jsonify(_public(current_app.extensions["comfygate"].templates.get(name)))
+
+
+def _public(template: Template) -> dict[str, Any]:
+    """The template's public form, with the model files its model parameters can name."""
+    public = template.public()
+    folders = {n: p.model_folder for n, p in template.parameters.items() if p.model_folder}
+    pool = current_app.extensions["comfygate"].pool
+    if not folders or pool is None:
+        return public
+    choices = pool.model_choices()
+    if not any(choices.values()):
+        choices = pool.model_choices(last_known=True)
+    properties = public["parameters"]["properties"]
+    for name, folder in folders.items():
+        properties[name] = {**properties[name], "x-models": choices.get(folder, [])}
+    return public

@@ -9,9 +9,11 @@ https URL) is fetched and checked like an image parameter, and it runs as a job 
 
 from __future__ import annotations
 
+import contextlib
+
 from flask import Blueprint, Response, current_app, jsonify
 
-from comfygate.api import auth
+from comfygate.api import auth, waits
 from comfygate.api.body import bool_field, json_object, timeout_field
 from comfygate.api.generate import wait_and_answer
 from comfygate.api.images import image_bytes
@@ -64,13 +66,15 @@ def run() -> Response:
         )
         graph[node_id]["inputs"]["image"] = checked.filename()
         images[checked.filename()] = checked
-    job = gateway.jobs.create_raw(
-        graph, allowed, owner=auth.creating_owner(), images=list(images.values())
-    )
-    if not wait:
-        resp = jsonify(job.public())
-        resp.status_code = 202
-        resp.headers["Location"] = f"/v1/jobs/{job.id}"
-        return resp
-    limit = settings.request_timeout_s
-    return wait_and_answer(job, min(timeout, limit) if timeout else limit)
+    # A waiting request takes its slot before the job exists (api/waits.py).
+    with waits.slot() if wait else contextlib.nullcontext():
+        job = gateway.jobs.create_raw(
+            graph, allowed, owner=auth.creating_owner(), images=list(images.values())
+        )
+        if not wait:
+            resp = jsonify(job.public())
+            resp.status_code = 202
+            resp.headers["Location"] = f"/v1/jobs/{job.id}"
+            return resp
+        limit = settings.request_timeout_s
+        return wait_and_answer(job, min(timeout, limit) if timeout else limit)

@@ -25,9 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
-from comfygate.backends.requirements import Missing, Requirements, missing
+from comfygate.backends.requirements import Missing, Requirements, _choices, missing
 from comfygate.comfy.client import ComfyClient
 from comfygate.comfy.events import Event, QueueStatus
 from comfygate.comfy.listener import WebsocketListener
@@ -45,6 +44,10 @@ MODEL_INPUTS: dict[str, tuple[str, str]] = {
     "loras": ("LoraLoader", "lora_name"),
     "vae": ("VAELoader", "vae_name"),
     "upscale_models": ("UpscaleModelLoader", "model_name"),
+    "diffusion_models": ("UNETLoader", "unet_name"),
+    "text_encoders": ("CLIPLoader", "clip_name"),
+    "controlnet": ("ControlNetLoader", "control_net_name"),
+    "clip_vision": ("CLIPVisionLoader", "clip_name"),
 }
 
 Routing = Literal["least_loaded", "round_robin"]
@@ -63,13 +66,12 @@ ConnectionCallback = Callable[["Backend", bool], None]
 DownCallback = Callable[["Backend", bool], None]
 
 
-def parse_backend(spec: str) -> tuple[str, str]:
-    """``name=url`` or a bare URL (named after its host and port)."""
+def parse_backend(spec: str, index: int) -> tuple[str, str]:
+    """``name=url``, or a bare URL named ``backend-<index>``: a name never tells the address
+    (it shows on the public /readyz, in metrics and in jobs' errors)."""
     name, sep, url = spec.partition("=")
     if not sep:
-        url = spec
-        parts = urlsplit(url)
-        name = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        url, name = spec, f"backend-{index}"
     return name.strip(), url.strip().rstrip("/")
 
 
@@ -113,10 +115,10 @@ class Backend:
     def model_choices(self, folder: str) -> list[str]:
         node, name = MODEL_INPUTS.get(folder, ("", ""))
         try:
-            choices = self.object_info[node]["input"]["required"][name][0]
+            spec = self.object_info[node]["input"]["required"][name]
         except (KeyError, IndexError, TypeError):
             return []
-        return [c for c in choices if isinstance(c, str)]
+        return _choices(spec) or []  # either combo form (UpscaleModelLoader has the newer)
 
     def status(self, *, show_url: bool = False) -> dict[str, Any]:
         models = sum(len(self.model_choices(folder)) for folder in MODEL_INPUTS)
@@ -153,8 +155,10 @@ class BackendPool:
         # that restarts must come back with the same id to hear about its jobs.
         self.client_id = client_id or uuid.uuid4().hex
         self.backends: dict[str, Backend] = {}
-        for spec in specs:
-            name, url = parse_backend(spec)
+        for index, spec in enumerate(specs, 1):
+            name, url = parse_backend(spec, index)
+            if name in self.backends:
+                name = f"{name}-{index}"
             client = ComfyClient(
                 url,
                 self.client_id,

@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from comfygate.errors import (
     BackendConnectionLost,
@@ -190,18 +191,22 @@ class ComfyClient:
 
 
 def _never_connected(exc: requests.ConnectionError) -> bool:
-    text = repr(exc)
-    return any(
-        marker in text
-        for marker in (
-            "NewConnectionError",
-            "Connection refused",
-            "Name or service not known",
-            "Failed to resolve",
-            "No route to host",
-            "ConnectTimeout",
-        )
-    )
+    """Whether the request never reached ComfyUI: the connection itself failed (refused, no
+    route, a name that does not resolve, a connect timeout). Decided by urllib3's exception
+    types along the chain (requests wraps them in MaxRetryError), never by message text."""
+    cause: BaseException | None = exc
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        # NameResolutionError is a NewConnectionError.
+        if isinstance(cause, NewConnectionError | ConnectTimeoutError):
+            return True
+        if isinstance(cause, MaxRetryError):
+            cause = cause.reason
+            continue
+        wrapped = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
+        cause = wrapped or cause.__cause__ or cause.__context__
+    return False
 
 
 def rejection(data: Any) -> GenerationFailed:

@@ -170,3 +170,36 @@ class Job:
             "started_at": rfc3339(self.started_at),
             "finished_at": rfc3339(self.finished_at),
         }
+
+
+@dataclass
+class Delivery:
+    """One webhook delivery: the job object as it was when the job ended, and how its
+    sending goes. A record in the store (the outbox), so a restart neither loses nor
+    restarts it; its id is the same on every attempt (receivers drop duplicates by it)."""
+
+    job_id: str
+    url: str
+    body: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    state: str = "pending"  # pending, delivered, failed
+    attempts: int = 0
+    next_attempt_at: float | None = 0.0
+    last_error: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Delivery:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def public(self) -> dict[str, Any]:
+        """What the job shows as ``webhook``."""
+        return {
+            "delivery_id": self.id,
+            "delivered": self.state == "delivered",
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+        }

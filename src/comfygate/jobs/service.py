@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -60,9 +61,9 @@ from comfygate.errors import (
 from comfygate.inputs.images import CheckedImage
 from comfygate.jobs.cache import CacheHit, ResultCache, cache_key
 from comfygate.jobs.events import CLOSING, JobEvents
-from comfygate.jobs.model import Job, JobStatus, Output, now
+from comfygate.jobs.model import Delivery, Job, JobStatus, Output, now
 from comfygate.jobs.store import JobStore
-from comfygate.jobs.webhooks import WebhookOptions, WebhookSender
+from comfygate.jobs.webhooks import WebhookOptions, WebhookOutbox
 from comfygate.metrics import Metrics
 from comfygate.storage.local import LocalStorage, content_type, image_size, output_name
 from comfygate.templates import (
@@ -170,7 +171,7 @@ class JobService:
         self._stop = threading.Event()
         self._workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="job-worker")
         self._thread: threading.Thread | None = None
-        self.webhooks = WebhookSender(webhooks, self._record_webhook) if webhooks else None
+        self.webhooks = WebhookOutbox(webhooks, store, self._record_webhook) if webhooks else None
         pool.set_handlers(self._on_event, self._on_connection, self._wake.set, self._on_down)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -182,6 +183,8 @@ class JobService:
             self._workers.submit(self._reconcile_backend, name)
         self._thread = threading.Thread(target=self._loop, name="job-dispatcher", daemon=True)
         self._thread.start()
+        if self.webhooks is not None:
+            self.webhooks.start()  # pending deliveries, from before a restart too
 
     def stop(self) -> None:
         self._stop.set()
@@ -354,11 +357,24 @@ class JobService:
         self.store.insert(job)
         self.metrics.jobs_finished.labels(JobStatus.SUCCEEDED.value).inc()
         log.info("answered from the cache", extra={"job_id": job.id})
-        if job.webhook_url and self.webhooks is not None:
-            job.webhook = {"delivered": False, "attempts": 0, "last_error": None}
-            self.store.update(job)
-            self.webhooks.send(job.id, job.webhook_url, job.public())
+        delivery = self._delivery(job)
+        if delivery is not None:
+            self.store.update(job, delivery)
+            self._wake_outbox()
         return job
+
+    def _delivery(self, job: Job) -> Delivery | None:
+        """The webhook delivery of a job that just ended (its state shown on the job)."""
+        if not job.webhook_url or self.webhooks is None:
+            return None
+        delivery = self.webhooks.new(job.id, job.webhook_url, "")
+        job.webhook = delivery.public()
+        delivery.body = json.dumps(job.public(), separators=(",", ":"))
+        return delivery
+
+    def _wake_outbox(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.wake()
 
     def create_batch(
         self,
@@ -850,11 +866,11 @@ class JobService:
             log.info("retention sweep deleted %d jobs", count)
         return count
 
-    def _record_webhook(self, job_id: str, state: dict[str, Any]) -> None:
+    def _record_webhook(self, delivery: Delivery) -> None:
         with self._lock:
-            job = self.store.get(job_id)
+            job = self.store.get(delivery.job_id)
             if job is not None:
-                job.webhook = state
+                job.webhook = delivery.public()
                 self.store.update(job)
 
     # --- the end of a job -----------------------------------------------------------------
@@ -1008,9 +1024,8 @@ class JobService:
         job.error = error
         if outputs is not None:
             job.outputs = outputs
-        if job.webhook_url:
-            job.webhook = {"delivered": False, "attempts": 0, "last_error": None}
-        self.store.update(job)
+        delivery = self._delivery(job)
+        self.store.update(job, delivery)  # the end state and its webhook, in one commit
         self._live.pop(job.id, None)
         self._exec_errors.pop(job.id, None)
         self._returned.pop(job.id, None)
@@ -1027,5 +1042,5 @@ class JobService:
         public = job.public()
         self.events.publish(job.id, "status", public)
         self.events.publish(job.id, "done", public)
-        if job.webhook_url and self.webhooks is not None:
-            self.webhooks.send(job.id, job.webhook_url, public)
+        if delivery is not None:
+            self._wake_outbox()

@@ -10,13 +10,19 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from comfygate.jobs.model import Job, JobStatus
+from comfygate.jobs.model import Delivery, Job, JobStatus
 from comfygate.jobs.sqlite import Database, GroupInsert
 
 
 class JobStore(Protocol):
     def insert(self, job: Job) -> None: ...
-    def update(self, job: Job) -> None: ...
+    def update(self, job: Job, delivery: Delivery | None = None) -> None:
+        """Write ``job``; with ``delivery``, add that webhook delivery in the same commit."""
+        ...
+
+    def due_deliveries(self, now: float, limit: int) -> list[Delivery]: ...
+    def next_delivery_at(self) -> float | None: ...
+    def save_delivery(self, delivery: Delivery) -> None: ...
     def get(self, job_id: str) -> Job | None: ...
     def page(
         self,
@@ -55,6 +61,15 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     fingerprint TEXT NOT NULL,
     job_id TEXT NOT NULL
 );
+-- The webhook outbox: pending rows are sent (again) by whichever process runs the store.
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    next_attempt_at REAL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON webhook_deliveries (state, next_attempt_at);
 """
 
 
@@ -74,11 +89,54 @@ class SQLiteJobStore:
             (job.id, job.status.value, job.finished_at, json.dumps(job.to_record()))
         )
 
-    def update(self, job: Job) -> None:
+    def update(self, job: Job, delivery: Delivery | None = None) -> None:
+        with self._db.writing() as conn:
+            if delivery is not None:
+                conn.execute("BEGIN")
+            try:
+                conn.execute(
+                    "UPDATE jobs SET status = ?, finished_at = ?, data = ? WHERE id = ?",
+                    (job.status.value, job.finished_at, json.dumps(job.to_record()), job.id),
+                )
+                if delivery is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO webhook_deliveries "
+                        "(id, job_id, state, next_attempt_at, data) VALUES (?, ?, ?, ?, ?)",
+                        _delivery_row(delivery),
+                    )
+                    conn.execute("COMMIT")
+            except BaseException:
+                if delivery is not None:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        """Pending deliveries whose next attempt is due, oldest first."""
+        rows = (
+            self._db.reader()
+            .execute(
+                "SELECT data FROM webhook_deliveries WHERE state = 'pending' "
+                "AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+                (now, limit),
+            )
+            .fetchall()
+        )
+        return [Delivery.from_record(json.loads(r[0])) for r in rows]
+
+    def next_delivery_at(self) -> float | None:
+        row = (
+            self._db.reader()
+            .execute("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending'")
+            .fetchone()
+        )
+        return float(row[0]) if row and row[0] is not None else None
+
+    def save_delivery(self, delivery: Delivery) -> None:
         with self._db.writing() as conn:
             conn.execute(
-                "UPDATE jobs SET status = ?, finished_at = ?, data = ? WHERE id = ?",
-                (job.status.value, job.finished_at, json.dumps(job.to_record()), job.id),
+                "INSERT OR REPLACE INTO webhook_deliveries "
+                "(id, job_id, state, next_attempt_at, data) VALUES (?, ?, ?, ?, ?)",
+                _delivery_row(delivery),
             )
 
     def get(self, job_id: str) -> Job | None:
@@ -124,6 +182,7 @@ class SQLiteJobStore:
         with self._db.writing() as conn:
             conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             conn.execute("DELETE FROM idempotency_keys WHERE job_id = ?", (job_id,))
+            conn.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
 
     def finished_before(self, timestamp: float, limit: int = 500) -> list[str]:
         with self._db.writing() as conn:
@@ -169,3 +228,7 @@ class SQLiteJobStore:
                 "SELECT job_id, fingerprint FROM idempotency_keys WHERE key = ?", (key,)
             ).fetchone()
         return str(row[0]), str(row[1])
+
+
+def _delivery_row(d: Delivery) -> tuple[str, str, str, float | None, str]:
+    return (d.id, d.job_id, d.state, d.next_attempt_at, json.dumps(d.to_record()))

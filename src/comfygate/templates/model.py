@@ -106,11 +106,16 @@ class Template(BaseModel):
     workflow: dict[str, dict[str, Any]]
     # Also keep PreviewImage (temp) files as outputs.
     include_temp_outputs: bool = False
+    # Needs model files (or node types) many backends lack, like the built-in SDXL and Flux
+    # templates: `templates check` shows it as unavailable there instead of failing.
+    optional: bool = False
 
     @cached_property
     def digest(self) -> str:
         """Content hash: changes whenever the template changes (cache keys use it)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # ``optional`` only changes how a check reports it, not what a job makes.
+        dumped = self.model_dump(mode="json", exclude={"optional"})
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @cached_property

@@ -1,6 +1,7 @@
 // The ComfyGate playground: a form built from a template's JSON Schema, a job followed over
 // server-sent events, a gallery, a curl command, and the backends' state. It uses only the
-// public API (docs/API.md) and loads nothing from anywhere else.
+// public API (docs/API.md) and loads nothing from anywhere else. Every URL is relative to the
+// page, so it works under a sub-path behind a reverse proxy (/comfy/ -> the gateway's /).
 "use strict";
 
 const KEY_STORAGE = "comfygate.apiKey";
@@ -48,6 +49,34 @@ class RawNumber {
   constructor(digits) {
     this.digits = digits;
   }
+
+  toString() {
+    return this.digits;
+  }
+}
+
+// JSON.parse rounds integers past 2**53 (a job's seed 7593957928845232729 would come back as
+// 7593957928845233000): keep those as their exact digits (the reviver sees the source text).
+function parseJSON(text) {
+  return JSON.parse(text, (key, value, context) => {
+    if (typeof value === "number" && !Number.isSafeInteger(value) && context?.source) {
+      if (/^-?\d+$/.test(context.source)) return new RawNumber(context.source);
+    }
+    return value;
+  });
+}
+
+// How a parameter's value is shown (a RawNumber as its digits, not as a quoted string).
+function showValue(value) {
+  return value instanceof RawNumber ? value.digits : JSON.stringify(value);
+}
+
+// A URL of the API (always "/v1/..." in its answers) as seen from this page, which may be
+// served under a sub-path: "/v1/outputs/x" -> "<page's folder>/v1/outputs/x".
+function apiUrl(path) {
+  const base = new URL(".", document.baseURI);
+  if (path.startsWith(base.pathname)) return new URL(path, base).href;
+  return new URL(path.replace(/^\//, ""), base).href;
 }
 
 function toJSON(object) {
@@ -76,14 +105,14 @@ async function api(method, path, body) {
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let resp;
   try {
-    resp = await fetch(path, { method, headers, body });
+    resp = await fetch(apiUrl(path), { method, headers, body });
   } catch {
     throw new ApiError(0, null);
   }
   const text = await resp.text();
   let data = null;
   try {
-    data = text ? JSON.parse(text) : null;
+    data = text ? parseJSON(text) : null;
   } catch {
     data = null;
   }
@@ -154,20 +183,20 @@ function effective(schema) {
     inner = schema.anyOf.find((s) => s.type !== "null") || {};
   }
   const merged = { ...inner };
-  for (const key of ["default", "description", "title", "x-seed", "x-model-folder", "x-image"]) {
+  for (const key of ["default", "description", "title", "x-seed", "x-model-folder", "x-models", "x-image"]) {
     if (schema[key] !== undefined) merged[key] = schema[key];
   }
   if (merged.const !== undefined && !merged.enum) merged.enum = [merged.const];
   return merged;
 }
 
-// JSON numbers past 2**53 arrive rounded (a seed's 2**64 - 1): say so rather than show a
-// wrong last digit.
+// A bound past 2**53 (a seed's 2**64 - 1) arrives as a RawNumber: shown as a power of two
+// where it is one less than one, else as its digits.
 function formatBound(value) {
-  if (Number.isInteger(value) && !Number.isSafeInteger(value)) {
-    const power = Math.log2(Math.abs(value));
-    if (Number.isInteger(power)) return `${value < 0 ? "-" : ""}2^${power} - 1`;
-    return `about ${value.toExponential(3)}`;
+  if (value instanceof RawNumber) {
+    const next = BigInt(value.digits) + 1n;
+    if (next > 0n && (next & (next - 1n)) === 0n) return `2^${next.toString(2).length - 1} - 1`;
+    return value.digits;
   }
   return String(value);
 }
@@ -193,7 +222,23 @@ function buildField(name, raw, required) {
   if (schema.minimum !== undefined) bounds.push(`min ${formatBound(schema.minimum)}`);
   if (schema.maximum !== undefined) bounds.push(`max ${formatBound(schema.maximum)}`);
 
-  if (schema.enum) {
+  const models = Array.isArray(schema["x-models"]) ? schema["x-models"] : [];
+  if (models.length) {
+    // A model file: the ones the backends have, as a list; left empty, the first of them.
+    input = el("select", { id, name });
+    const folder = schema["x-model-folder"] || "models";
+    input.append(el("option", { value: "", text: `default (the first in ${folder})` }));
+    for (const model of models) input.append(el("option", { value: model, text: model }));
+    read = () => input.value || undefined;
+    write = (value) => {
+      const text = value === undefined || value === null ? "" : String(value);
+      if (text && ![...input.options].some((o) => o.value === text)) {
+        input.append(el("option", { value: text, text: `${text} (not on any backend now)` }));
+      }
+      input.value = text;
+    };
+    wrapper.append(input);
+  } else if (schema.enum) {
     input = el("select", { id, name });
     schema.enum.forEach((value, index) => {
       input.append(el("option", { value: String(index), text: String(value) }));
@@ -237,16 +282,16 @@ function buildField(name, raw, required) {
       input.value = value === undefined || value === null ? "" : String(value);
     };
     const row = el("div", { class: "number-row" }, input);
-    const span = schema.maximum - schema.minimum;
+    const span = Number(schema.maximum) - Number(schema.minimum);
     if (schema["x-seed"]) {
       const dice = el(
         "button",
         { type: "button", class: "dice", title: "Roll a random seed", "aria-label": `Random ${name}` },
-        el("img", { src: "/web/dice.svg", alt: "", width: 20, height: 20 }),
+        el("img", { src: "web/dice.svg", alt: "", width: 20, height: 20 }),
       );
       dice.addEventListener("click", () => {
-        const top = Math.min(SEED_DICE_MAX, (schema.maximum ?? SEED_DICE_MAX - 1) + 1);
-        const low = schema.minimum ?? 0;
+        const top = Math.min(SEED_DICE_MAX, Number(schema.maximum ?? SEED_DICE_MAX - 1) + 1);
+        const low = Number(schema.minimum ?? 0);
         input.value = String(low + Math.floor(Math.random() * (top - low)));
       });
       row.append(dice);
@@ -385,7 +430,7 @@ function shellQuote(text) {
 
 function curlCommand() {
   const body = toJSON({ template: state.template.name, ...formValues() });
-  const lines = [`curl -X POST ${shellQuote(`${location.origin}/v1/generate`)}`];
+  const lines = [`curl -X POST ${shellQuote(apiUrl("/v1/generate"))}`];
   lines.push(`-H 'Content-Type: application/json'`);
   if (state.apiKey) lines.push(`-H "Authorization: Bearer $COMFYGATE_API_KEY"`);
   const batch = formValues().batch_size;
@@ -475,7 +520,7 @@ function parseSSE(block) {
     if (field === "event") event = value;
     else if (field === "data") data.push(value);
   }
-  return data.length ? [event, JSON.parse(data.join("\n"))] : null;
+  return data.length ? [event, parseJSON(data.join("\n"))] : null;
 }
 
 // EventSource cannot send an Authorization header: with an API key, read the stream with
@@ -483,7 +528,7 @@ function parseSSE(block) {
 async function followWithFetch(url, onEvent, signal) {
   let resp;
   try {
-    resp = await fetch(url, { headers: authHeaders({ Accept: "text/event-stream" }), signal });
+    resp = await fetch(apiUrl(url), { headers: authHeaders({ Accept: "text/event-stream" }), signal });
   } catch (err) {
     if (signal.aborted) return;
     throw new ApiError(0, null);
@@ -491,7 +536,7 @@ async function followWithFetch(url, onEvent, signal) {
   if (!resp.ok) {
     let data = null;
     try {
-      data = await resp.json();
+      data = parseJSON(await resp.text());
     } catch {
       data = null;
     }
@@ -521,7 +566,7 @@ async function followWithFetch(url, onEvent, signal) {
 
 function followWithEventSource(url, onEvent) {
   return new Promise((resolve, reject) => {
-    const source = new EventSource(url);
+    const source = new EventSource(apiUrl(url));
     state.eventSource = source;
     const stop = () => {
       source.close();
@@ -529,7 +574,7 @@ function followWithEventSource(url, onEvent) {
     };
     for (const name of ["status", "progress", "output", "done"]) {
       source.addEventListener(name, (message) => {
-        if (onEvent(name, JSON.parse(message.data)) === false) {
+        if (onEvent(name, parseJSON(message.data)) === false) {
           stop();
           resolve();
         }
@@ -599,11 +644,53 @@ async function cancel() {
 // --- gallery -------------------------------------------------------------------------------
 
 async function imageSource(url) {
-  if (!state.apiKey) return url;
+  if (!state.apiKey) return apiUrl(url);
   // An <img> cannot send the key: fetch the file and show it from a blob URL.
-  const resp = await fetch(url, { headers: authHeaders() });
-  if (!resp.ok) throw new ApiError(resp.status, null);
-  return URL.createObjectURL(await resp.blob());
+  return URL.createObjectURL(await fetchOutput(url));
+}
+
+async function fetchOutput(url) {
+  let resp;
+  try {
+    resp = await fetch(apiUrl(url), { headers: authHeaders() });
+  } catch {
+    throw new ApiError(0, null);
+  }
+  if (!resp.ok) {
+    let data = null;
+    try {
+      data = parseJSON(await resp.text());
+    } catch {
+      data = null;
+    }
+    throw new ApiError(resp.status, data);
+  }
+  return resp.blob();
+}
+
+// A plain link sends no API key (401): with a key, fetch the file with it and save the blob.
+function downloadLink(output) {
+  const link = el("a", {
+    href: apiUrl(output.url),
+    download: output.filename,
+    class: "small",
+    text: "Download",
+  });
+  link.addEventListener("click", async (event) => {
+    if (!state.apiKey) return;
+    event.preventDefault();
+    try {
+      const href = URL.createObjectURL(await fetchOutput(output.url));
+      const save = el("a", { href, download: output.filename, hidden: true });
+      document.body.append(save);
+      save.click();
+      save.remove();
+      setTimeout(() => URL.revokeObjectURL(href), 60_000);
+    } catch (err) {
+      showError(err instanceof ApiError ? err.error : { code: "internal_error", message: String(err) });
+    }
+  });
+  return link;
 }
 
 function seedOf(job) {
@@ -618,7 +705,7 @@ function addToGallery(job) {
   for (const output of job.outputs) {
     const media = output.content_type.startsWith("image/")
       ? el("img", { alt: `${job.template} output ${output.filename}`, loading: "lazy" })
-      : el("a", { href: output.url, text: output.filename });
+      : el("a", { href: apiUrl(output.url), text: output.filename });
     if (media.tagName === "IMG") {
       imageSource(output.url)
         .then((src) => {
@@ -630,7 +717,7 @@ function addToGallery(job) {
     }
     const params = el("dl", { class: "params" });
     for (const [key, value] of Object.entries(job.params)) {
-      params.append(el("dt", { text: key }), el("dd", { text: JSON.stringify(value) }));
+      params.append(el("dt", { text: key }), el("dd", { text: showValue(value) }));
     }
     const reuse = el("button", { type: "button", class: "small", text: "Use these" });
     reuse.addEventListener("click", () => reuseParams(job));
@@ -644,7 +731,7 @@ function addToGallery(job) {
       el("details", {}, el("summary", { text: "parameters" }), params),
       el("div", { class: "caption-actions" },
         reuse,
-        el("a", { href: output.url, download: output.filename, class: "small", text: "Download" }),
+        downloadLink(output),
       ),
     );
     const item = el("li", { class: "card", "data-job": job.id }, el("figure", {}, media, caption));

@@ -2,7 +2,7 @@
 "use strict";
 
 window.ui = window.SwaggerUIBundle({
-  url: "/openapi.json",
+  url: "openapi.json", // relative: the page may be served under a sub-path
   dom_id: "#swagger-ui",
   deepLinking: true,
   // The default validator badge would ask a server elsewhere: none.

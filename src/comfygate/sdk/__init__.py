@@ -10,8 +10,8 @@ talks to ComfyUI, this one talks to a ComfyGate.)
     from comfygate import Client
 
     with Client("http://127.0.0.1:8288") as gate:
-        png = gate.generate(prompt="a cat", width=64, height=64, steps=2)
-        job = gate.submit("txt2img", prompt="a lighthouse")
+        png = gate.generate("a cat", width=64, height=64, steps=2)
+        job = gate.submit("a lighthouse", template="txt2img", steps=4)
         for event in gate.events(job.id):
             print(event.type, event.data)
 
@@ -36,15 +36,11 @@ Errors, one tree (every class is also exported from this module)::
 
 from __future__ import annotations
 
-import builtins
 import contextlib
-import json
 import os
 import re
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -52,6 +48,26 @@ from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
+
+from comfygate.sdk.errors import (
+    BackendUnavailableError,
+    BadRequestError,
+    ClientTimeoutError,
+    ComfyGateAPIError,
+    ComfyGateConnectionError,
+    ComfyGateError,
+    ConflictError,
+    GatewayTimeoutError,
+    GenerationFailedError,
+    MultipleOutputsError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    UnauthorizedError,
+    ValidationError,
+    _error_from_response,
+)
+from comfygate.sdk.models import Event, Job, JobError, Output, Progress, _lines, parse_sse
 
 __all__ = [
     "DEFAULT_SERVER",
@@ -91,396 +107,9 @@ WAIT_MARGIN_S = 15.0
 # connections): the delay doubles up to the cap.
 RECONNECT_DELAY_S = 0.5
 RECONNECT_MAX_DELAY_S = 8.0
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 _CONNECTION_PREFIX = re.compile(
     r"^\w*Connection\([^)]*\): (?:Failed to establish a new connection: )?"
 )
-
-
-# --- errors -------------------------------------------------------------------------------
-
-
-class ComfyGateError(Exception):
-    """The root of every error this client raises on purpose."""
-
-
-class ComfyGateAPIError(ComfyGateError):
-    """The gateway answered with the error body of API.md: ``{"error": {code, message,
-    details}}``. ``request_id`` is the gateway's ``X-Request-Id``, to find it in its log."""
-
-    code: str
-
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        details: dict[str, Any] | None = None,
-        status: int | None = None,
-        *,
-        retry_after: float | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.details: dict[str, Any] = details or {}
-        self.status = status or 0
-        self.retry_after = retry_after
-        self.request_id = request_id
-
-    @property
-    def job_id(self) -> str | None:
-        value = self.details.get("job_id")
-        return value if isinstance(value, str) else None
-
-
-class BadRequestError(ComfyGateAPIError):
-    """400 bad_request: the body is not a JSON object, or the content type is wrong."""
-
-
-class ValidationError(ComfyGateAPIError):
-    """400 validation_error: a parameter is missing, mistyped, out of range or unknown."""
-
-    @property
-    def field(self) -> str | None:
-        value = self.details.get("field")
-        return value if isinstance(value, str) else None
-
-
-class UnauthorizedError(ComfyGateAPIError):
-    """401 unauthorized: no API key, or a wrong one."""
-
-
-class NotFoundError(ComfyGateAPIError):
-    """404 not_found: no such template, job or output."""
-
-
-class ConflictError(ComfyGateAPIError):
-    """409 conflict: e.g. cancelling a job that has ended."""
-
-
-class PayloadTooLargeError(ComfyGateAPIError):
-    """413 payload_too_large."""
-
-
-class RateLimitedError(ComfyGateAPIError):
-    """429 rate_limited; ``retry_after``: seconds the gateway asked to wait, if it said."""
-
-
-class GenerationFailedError(ComfyGateAPIError):
-    """502 generation_failed: ComfyUI refused the workflow or failed running it; ``details``
-    carry its evidence."""
-
-    @property
-    def node_id(self) -> str | None:
-        value = self.details.get("node_id")
-        return None if value is None else str(value)
-
-    @property
-    def node_type(self) -> str | None:
-        value = self.details.get("node_type")
-        return value if isinstance(value, str) else None
-
-
-class BackendUnavailableError(ComfyGateAPIError):
-    """503 backend_unavailable: no healthy ComfyUI; ``retry_after`` says when to try again."""
-
-
-class GatewayTimeoutError(ComfyGateAPIError):
-    """504 timeout: a synchronous wait ran out on the gateway; ``job_id`` names the job."""
-
-
-class ComfyGateConnectionError(ComfyGateError, builtins.ConnectionError):
-    """The gateway could not be reached (refused, DNS, TLS, reset); names its base URL."""
-
-    def __init__(self, message: str, base_url: str) -> None:
-        super().__init__(message)
-        self.base_url = base_url
-
-
-class ClientTimeoutError(ComfyGateError, builtins.TimeoutError):
-    """No answer within the client's timeout, or ``wait()`` ran out (``job_id`` set: the job
-    goes on, on the gateway)."""
-
-    def __init__(self, message: str, job_id: str | None = None) -> None:
-        super().__init__(message)
-        self.job_id = job_id
-
-
-class MultipleOutputsError(ComfyGateError):
-    """``generate()`` returns one file, but the job made several: they are on ``job``."""
-
-    def __init__(self, job: Job) -> None:
-        super().__init__(
-            f"job {job.id} made {len(job.outputs)} outputs; use generate_job() to get them all"
-        )
-        self.job = job
-
-
-# code -> (class, the status the gateway sends it with)
-ERROR_CLASSES: dict[str, tuple[type[ComfyGateAPIError], int]] = {
-    "bad_request": (BadRequestError, 400),
-    "validation_error": (ValidationError, 400),
-    "unauthorized": (UnauthorizedError, 401),
-    "not_found": (NotFoundError, 404),
-    "conflict": (ConflictError, 409),
-    "payload_too_large": (PayloadTooLargeError, 413),
-    "rate_limited": (RateLimitedError, 429),
-    "generation_failed": (GenerationFailedError, 502),
-    "backend_unavailable": (BackendUnavailableError, 503),
-    "timeout": (GatewayTimeoutError, 504),
-}
-# For an answer that is not the gateway's error body (a proxy's own error page).
-_CODE_BY_STATUS: dict[int, str] = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "not_found",
-    409: "conflict",
-    413: "payload_too_large",
-    429: "rate_limited",
-    502: "bad_gateway",
-    503: "backend_unavailable",
-    504: "timeout",
-}
-
-
-def api_error(
-    code: str,
-    message: str,
-    details: dict[str, Any] | None = None,
-    status: int | None = None,
-    *,
-    retry_after: float | None = None,
-    request_id: str | None = None,
-) -> ComfyGateAPIError:
-    """The typed error for an error code; the base class for codes it does not know."""
-    cls, default_status = ERROR_CLASSES.get(code, (ComfyGateAPIError, 0))
-    return cls(
-        code,
-        message,
-        details,
-        status if status is not None else default_status,
-        retry_after=retry_after,
-        request_id=request_id,
-    )
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: rare enough not to parse
-
-
-def _error_from_response(resp: requests.Response) -> ComfyGateAPIError:
-    status = resp.status_code
-    retry_after = _retry_after(resp.headers.get("Retry-After"))
-    request_id = resp.headers.get("X-Request-Id")
-    try:
-        data = resp.json()
-    except ValueError:
-        data = None
-    error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("code"), str):
-        details = error.get("details")
-        return api_error(
-            error["code"],
-            str(error.get("message") or error["code"]),
-            details if isinstance(details, dict) else {},
-            status,
-            retry_after=retry_after,
-            request_id=request_id,
-        )
-    # Not the gateway's error body: a proxy in between answered.
-    text = " ".join(resp.text.split())[:200] if resp.text else ""
-    message = f"HTTP {status} {resp.reason or ''}".strip() + (f": {text}" if text else "")
-    code = _CODE_BY_STATUS.get(status, "http_error")
-    return api_error(code, message, {}, status, retry_after=retry_after, request_id=request_id)
-
-
-# --- the job object -----------------------------------------------------------------------
-
-
-def _timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class Output:
-    """A file a job produced; ``url`` is relative to the gateway (``/v1/outputs/...``)."""
-
-    filename: str
-    url: str
-    content_type: str = "application/octet-stream"
-    size: int = 0
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Output:
-        return cls(
-            filename=str(data.get("filename", "")),
-            url=str(data.get("url", "")),
-            content_type=str(data.get("content_type") or "application/octet-stream"),
-            size=int(data.get("size") or 0),
-        )
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Sampler steps and the like: ``value`` of ``max`` on ComfyUI node ``node``."""
-
-    value: int
-    max: int
-    node: str | None = None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Progress:
-        node = data.get("node")
-        return cls(
-            value=int(data.get("value") or 0),
-            max=int(data.get("max") or 0),
-            node=None if node is None else str(node),
-        )
-
-
-@dataclass(frozen=True)
-class JobError:
-    code: str
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> JobError:
-        details = data.get("details")
-        return cls(
-            code=str(data.get("code") or "error"),
-            message=str(data.get("message") or ""),
-            details=dict(details) if isinstance(details, Mapping) else {},
-        )
-
-
-@dataclass(frozen=True)
-class Job:
-    """The job object of API.md. ``raw`` keeps the JSON as received (fields a newer gateway
-    adds are there)."""
-
-    id: str
-    status: str
-    template: str
-    params: dict[str, Any]
-    progress: Progress | None
-    outputs: list[Output]
-    error: JobError | None
-    cached: bool
-    attempts: int
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    webhook: dict[str, Any] | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Job:
-        progress = data.get("progress")
-        error = data.get("error")
-        webhook = data.get("webhook")
-        return cls(
-            id=str(data["id"]),
-            status=str(data.get("status", "")),
-            template=str(data.get("template", "")),
-            params=dict(data.get("params") or {}),
-            progress=Progress.from_dict(progress) if isinstance(progress, Mapping) else None,
-            outputs=[Output.from_dict(o) for o in data.get("outputs") or []],
-            error=JobError.from_dict(error) if isinstance(error, Mapping) else None,
-            cached=bool(data.get("cached", False)),
-            attempts=int(data.get("attempts") or 0),
-            created_at=_timestamp(data.get("created_at")),
-            started_at=_timestamp(data.get("started_at")),
-            finished_at=_timestamp(data.get("finished_at")),
-            webhook=dict(webhook) if isinstance(webhook, Mapping) else None,
-            raw=dict(data),
-        )
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status == "succeeded"
-
-    def raise_for_status(self) -> Self:
-        """Raise the typed error recorded on a job that ended without success."""
-        if self.terminal and not self.succeeded:
-            err = self.error or JobError("generation_failed", f"the job ended {self.status}")
-            raise api_error(err.code, err.message, {**err.details, "job_id": self.id})
-        return self
-
-
-@dataclass(frozen=True)
-class Event:
-    """One server-sent event of ``GET /v1/jobs/{id}/events``: ``type`` is ``status``,
-    ``progress``, ``output`` or ``done``; ``data`` its decoded JSON."""
-
-    type: str
-    data: dict[str, Any]
-
-    @property
-    def job(self) -> Job | None:
-        """The job object carried by ``status`` and ``done``."""
-        return Job.from_dict(self.data) if self.type in ("status", "done") else None
-
-    @property
-    def progress(self) -> Progress | None:
-        return Progress.from_dict(self.data) if self.type == "progress" else None
-
-    @property
-    def output(self) -> Output | None:
-        return Output.from_dict(self.data) if self.type == "output" else None
-
-
-def parse_sse(lines: Iterator[str]) -> Iterator[Event | None]:
-    """Server-sent events from decoded lines (without their line ends). Yields None for a
-    comment line (the gateway's keep-alive), so a caller can check a deadline on it."""
-    name = ""
-    data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                try:
-                    decoded = json.loads("\n".join(data))
-                except ValueError:
-                    decoded = {"text": "\n".join(data)}
-                yield Event(name or "message", decoded if isinstance(decoded, dict) else {})
-            name, data = "", []
-            continue
-        if line.startswith(":"):
-            yield None
-            continue
-        key, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if key == "event":
-            name = value
-        elif key == "data":
-            data.append(value)
-        # "id" and "retry" are not used by the gateway.
-
-
-def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
-    buffer = b""
-    for chunk in chunks:
-        buffer += chunk
-        *complete, buffer = buffer.split(b"\n")
-        for raw in complete:
-            yield raw.removesuffix(b"\r").decode("utf-8", "replace")
-    if buffer:
-        yield buffer.removesuffix(b"\r").decode("utf-8", "replace")
 
 
 # --- the client ---------------------------------------------------------------------------
@@ -593,9 +222,16 @@ class Client:
 
     @staticmethod
     def _body(
-        template: str | None, params: Mapping[str, Any] | None, extra: Mapping[str, Any]
+        template: str | None,
+        prompt: str | None,
+        params: Mapping[str, Any] | None,
+        extra: Mapping[str, Any],
     ) -> dict[str, Any]:
         body: dict[str, Any] = {**(params or {}), **extra}
+        if prompt is not None:
+            if "prompt" in body:
+                raise TypeError("the prompt is given twice (as the first argument and in params)")
+            body["prompt"] = prompt
         if template is not None:
             body["template"] = template
         return body
@@ -608,15 +244,17 @@ class Client:
 
     def generate(
         self,
-        template: str | None = None,
+        prompt: str | None = None,
         params: Mapping[str, Any] | None = None,
         *,
+        template: str | None = None,
         timeout_s: float | None = None,
         cache: bool = True,
         **kwargs: Any,
     ) -> bytes:
-        """Run a template and return its one output file's bytes. Parameters come as
-        keywords (``prompt="a cat"``) or as a mapping (for names that are not identifiers).
+        """Run a template and return its one output file's bytes: ``generate("a cat")`` runs
+        the default template with that prompt; ``template="solid"`` names another. Parameters
+        come as keywords (``steps=4``) or as a mapping (for names that are not identifiers).
         Raises :class:`MultipleOutputsError` when the job made several files.
 
         If the gateway stops while this waits (a restart: 503 naming the job), the job goes
@@ -627,7 +265,7 @@ class Client:
             resp = self._send(
                 "POST",
                 "/v1/generate",
-                **self._generate_args(template, params, timeout_s, cache, kwargs),
+                **self._generate_args(template, prompt, params, timeout_s, cache, kwargs),
             )
         except BackendUnavailableError as exc:
             job = self._follow(exc, timeout_s, started)
@@ -642,9 +280,10 @@ class Client:
 
     def generate_job(
         self,
-        template: str | None = None,
+        prompt: str | None = None,
         params: Mapping[str, Any] | None = None,
         *,
+        template: str | None = None,
         timeout_s: float | None = None,
         cache: bool = True,
         **kwargs: Any,
@@ -652,7 +291,7 @@ class Client:
         """Run a template, wait for it, and return the job object (outputs as URLs). Like
         :meth:`generate`, follows the job if the gateway stops meanwhile."""
         started = time.monotonic()
-        args = self._generate_args(template, params, timeout_s, cache, kwargs)
+        args = self._generate_args(template, prompt, params, timeout_s, cache, kwargs)
         args["headers"] = {"Accept": "application/json"}
         try:
             return Job.from_dict(self._json("POST", "/v1/generate", **args))
@@ -671,6 +310,7 @@ class Client:
     def _generate_args(
         self,
         template: str | None,
+        prompt: str | None,
         params: Mapping[str, Any] | None,
         timeout_s: float | None,
         cache: bool,
@@ -683,7 +323,7 @@ class Client:
             extra["cache"] = False
         wait = (timeout_s if timeout_s is not None else DEFAULT_GENERATE_WAIT_S) + WAIT_MARGIN_S
         return {
-            "json": self._body(template, params, extra),
+            "json": self._body(template, prompt, params, extra),
             # Anything: one output comes back as its bytes, several as the job object.
             "headers": {"Accept": "*/*"},
             "read_timeout": max(self.timeout, wait),
@@ -693,9 +333,10 @@ class Client:
 
     def submit(
         self,
-        template: str | None = None,
+        prompt: str | None = None,
         params: Mapping[str, Any] | None = None,
         *,
+        template: str | None = None,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
         **kwargs: Any,
@@ -707,7 +348,7 @@ class Client:
             extra["webhook_url"] = webhook_url
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
         data = self._json(
-            "POST", "/v1/jobs", json=self._body(template, params, extra), headers=headers
+            "POST", "/v1/jobs", json=self._body(template, prompt, params, extra), headers=headers
         )
         return Job.from_dict(data)
 

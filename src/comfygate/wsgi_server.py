@@ -1,0 +1,109 @@
+"""The production WSGI server (waitress), built one way for ``comfygate serve`` and the
+benchmarks alike.
+
+What the settings are for (docs/SECURITY.md, docs/BENCHMARKS.md):
+
+* ``threads``: every waiting request and event stream holds one;
+* ``connection_limit``: waitress's default of 100 left connections unseen in the backlog;
+  ``poll()`` instead of ``select()``, which cannot watch descriptors past 1023;
+* ``channel_timeout`` = ``IDLE_TIMEOUT_S``: waitress closes a connection that has no request
+  in progress after this (checked every ``cleanup_interval``). A connection that never sends
+  a request, or stalls in the middle of its headers, no longer holds one of the
+  ``connection_limit`` places for minutes; a request being answered (a long generation, an
+  event stream) is never cut by it;
+* ``max_request_body_size`` = ``MAX_BODY_MB``: a larger ``Content-Length`` is refused from
+  the header, before the body is read (waitress would otherwise spool up to 1 GiB of it
+  before the application sees the request).
+
+waitress answers the requests it refuses itself (413, a malformed request line, headers over
+its limit, a crashed application) in text/plain; the API promises one JSON error shape on every
+answer, so those go through ``JsonErrorTask``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Flask
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
+from waitress.task import ErrorTask
+
+from comfygate.config import Settings
+
+# waitress's own error codes, in the API's words.
+_CODES = {
+    400: "bad_request",
+    413: "payload_too_large",
+    431: "bad_request",
+    500: "internal_error",
+}
+_MESSAGES = {
+    400: "the request is malformed",
+    413: "the request body is over the limit (MAX_BODY_MB)",
+    431: "the request headers are too large",
+    500: "internal error",
+}
+CLEANUP_INTERVAL_S = 2
+
+
+class JsonErrorTask(ErrorTask):
+    """An answer of waitress's own, in the API's error shape."""
+
+    def execute(self) -> None:
+        error: Any = getattr(self.request, "error", None)  # the parser's (typed loosely)
+        code = int(error.code)
+        body = json.dumps(
+            {
+                "error": {
+                    "code": _CODES.get(code, "bad_request"),
+                    "message": _MESSAGES.get(code, str(error.reason).lower()),
+                    "details": {},
+                }
+            },
+            separators=(",", ":"),
+        ).encode()
+        self.status = f"{code} {error.reason}"
+        headers: Any = self.response_headers
+        headers.extend(
+            [
+                ("Content-Type", "application/json"),
+                ("X-Content-Type-Options", "nosniff"),
+                ("Cache-Control", "no-store"),
+            ]
+        )
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _Channel(HTTPChannel):
+    error_task_class = JsonErrorTask
+
+
+def build_server(
+    app: Flask, settings: Settings, **overrides: Any
+) -> BaseWSGIServer | MultiSocketServer:
+    """The waitress server for ``app`` (not yet running: call ``run()``)."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "threads": settings.threads,
+        "connection_limit": settings.threads + 100,
+        "asyncore_use_poll": True,
+        "backlog": 2048,
+        "ident": "comfygate",
+        "channel_timeout": max(1, round(settings.idle_timeout_s)),
+        "cleanup_interval": CLEANUP_INTERVAL_S,
+        "max_request_body_size": settings.max_body_bytes,
+        **overrides,
+    }
+    server = create_server(app, **options)
+    if isinstance(server, MultiSocketServer):
+        for each in (server.map or {}).values():
+            if isinstance(each, BaseWSGIServer):
+                each.channel_class = _Channel
+    else:
+        server.channel_class = _Channel
+    return server
