@@ -11,6 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
+from comfygate.jobs.service import output_prefix
 from comfygate.templates import raw
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp, body
@@ -73,7 +74,7 @@ def test_runs_with_the_jobs_own_prefix(open_client: FlaskClient, fake: FakeComfy
     job_id = resp.headers["X-Job-Id"]
     submitted = fake.submissions[-1]
     graph = submitted.get("prompt", submitted)
-    assert graph["2"]["inputs"]["filename_prefix"] == f"comfygate_{job_id}"
+    assert graph["2"]["inputs"]["filename_prefix"] == output_prefix(job_id)
     assert "_meta" not in graph["1"]
 
 
@@ -95,7 +96,7 @@ def test_load_image_from_a_data_uri(open_client: FlaskClient, fake: FakeComfyUI)
     assert resp.status_code == 200, resp.get_data(as_text=True)
     graph = fake.submissions[-1].get("prompt", fake.submissions[-1])
     name = graph["1"]["inputs"]["image"]
-    assert raw.GATEWAY_IMAGE_NAME.match(name)
+    assert raw.GATEWAY_IMAGE_NAME.fullmatch(name)
     assert fake.file(name, "", "input") == buf.getvalue()
 
 

@@ -15,7 +15,7 @@ from comfygate.config import ConfigError, Settings, load_settings
 from comfygate.gateway import Gateway
 from comfygate.keys import KeyRing, KeySpecError
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: "$" takes a trailing "\n"
 
 
 def create_app(
@@ -70,7 +70,7 @@ def create_app(
 
 def _before() -> None:
     given = request.headers.get("X-Request-Id", "")
-    g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+    g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
     g.started = time.monotonic()
     logs.request_id_var.set(g.request_id)
 

@@ -403,7 +403,8 @@ def prepare_data_dir(settings: Settings) -> Path:
     """Create DATA_DIR if missing and prove it is writable, or fail with one clear line."""
     path = settings.data_dir.expanduser().resolve()
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        # Owner only when the gateway creates it: it holds outputs, inputs and secrets.
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
         probe = path / ".write-test"
         probe.write_bytes(b"ok")
         probe.unlink()

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 SCOPES = frozenset({"admin", "workflows"})
 MIN_KEY_LENGTH = 16  # shorter keys are accepted, with a warning at start
 RELOAD_CHECK_S = 1.0
-_KEY = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: what fits in a header
+_KEY = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what fits in a header
 _SCOPE_SEPARATORS = re.compile(r"[,+\s]+")
 
 
@@ -85,7 +85,7 @@ class _Entry:
 def parse_spec(spec: str, where: str) -> tuple[str, frozenset[str]]:
     """``key`` or ``key:scope,scope`` -> (key, scopes). Errors name ``where``, never the key."""
     key, _, scope_text = spec.strip().partition(":")
-    if not key or not _KEY.match(key):
+    if not key or not _KEY.fullmatch(key):
         raise KeySpecError(f"{where}: a key must be printable ASCII without spaces or ':'")
     scopes = frozenset(s for s in _SCOPE_SEPARATORS.split(scope_text.strip()) if s)
     unknown = scopes - SCOPES

@@ -5,8 +5,12 @@ the query string, which ends up in logs and browser history). No key or a wrong 
 ``unauthorized`` with ``WWW-Authenticate: Bearer``. A key without the ``admin`` scope on an
 operations route: 403 ``forbidden``. Public routes: /healthz and /readyz (for load balancers
 and orchestrators), /openapi.json, /docs and its files, the playground at / and /web/* (static
-files that hold no data; the playground asks for a key itself). CORS preflights (OPTIONS) pass:
-browsers never send credentials on them.
+files that hold no data; the playground asks for a key itself). Everything else without a
+valid key is a 401 alike, whatever the method (OPTIONS too) and whether the route exists or
+not: an unauthenticated client learns nothing about which routes there are. The one
+exception is a CORS preflight (OPTIONS with ``Origin`` and ``Access-Control-Request-Method``)
+from an origin in ``CORS_ORIGINS``: browsers never send credentials on them, so it is answered
+200 without a key, the same empty answer on every path (flask-cors adds its headers).
 
 The caller is ``g.principal`` (``keys.Principal``): the owner recorded on the jobs it makes,
 and the owner it may see (``visible_owner``: None for admin keys and when keys are off).
@@ -14,7 +18,7 @@ and the owner it may see (``visible_owner``: None for admin keys and when keys a
 
 from __future__ import annotations
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 
 from comfygate.errors import Forbidden, Unauthorized
 from comfygate.keys import OPEN, KeyRing, Principal
@@ -54,14 +58,29 @@ def presented_key() -> str | None:
     return api_key or None
 
 
-def authenticate() -> None:
+def _allowed_preflight() -> bool:
+    """A browser's CORS preflight from an origin CORS_ORIGINS names."""
+    origin = request.headers.get("Origin")
+    if request.method != "OPTIONS" or not origin:
+        return False
+    if not request.headers.get("Access-Control-Request-Method"):
+        return False
+    allowed = current_app.extensions["comfygate"].settings.cors_origins
+    return "*" in allowed or origin in allowed
+
+
+def authenticate() -> Response | None:
     keys: KeyRing = current_app.extensions[EXTENSION]
     if not keys:
         g.principal = OPEN
-        return
-    if request.method == "OPTIONS" or request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if request.endpoint in PUBLIC_ENDPOINTS:
         g.principal = None
-        return
+        return None
+    if _allowed_preflight():
+        g.principal = None
+        # The same empty 200 on every path, known or not: flask-cors adds the CORS headers.
+        return Response(status=200)
     token = presented_key()
     principal = keys.identify(token) if token is not None else None
     if principal is None:
@@ -73,6 +92,7 @@ def authenticate() -> None:
     g.principal = principal
     if request.endpoint in ADMIN_ENDPOINTS and not principal.admin:
         raise Forbidden("this route needs an API key with the 'admin' scope")
+    return None
 
 
 def principal() -> Principal:

@@ -7,8 +7,10 @@ the reserved keys split from parameters.
 * More than ``MAX_JSON_VALUES`` arrays, objects and elements (counted on the raw bytes,
   before parsing) or nesting deeper than ``MAX_JSON_DEPTH`` (measured with an explicit
   stack) is a 400: a hostile body can neither exhaust the stack nor build millions of
-  objects. NaN and Infinity are refused. (The body's size is bounded before all that by
-  ``MAX_BODY_MB``: 413.)
+  objects. Every non-finite number is a 400 ``bad_request``: ``NaN`` and ``Infinity``
+  (which Python's parser takes by default) and numbers too large for a float (``1e999``,
+  which it turns into infinity), wherever they are in the body. (The body's size is bounded
+  before all that by ``MAX_BODY_MB``: 413.)
 * The routes that accept images (generate and jobs, generic and per template) also take
   ``multipart/form-data``: the JSON body in a ``params`` field and/or each key as a form
   field of its own, and image files as file fields named after their parameters.
@@ -61,7 +63,12 @@ def parse_json_object(raw: bytes | str, what: str = "the body") -> dict[str, Any
     check_json_size(data_bytes, settings.max_json_values)
     try:
         # The C parser turns nesting past the interpreter's limit into RecursionError.
-        data = json.loads(data_bytes, parse_constant=_no_constant)
+        data = json.loads(data_bytes, parse_constant=_no_constant, parse_float=_finite)
+    except _NotFinite as exc:
+        raise BadRequest(
+            f"{what} is not valid JSON: {exc.text[:32]} is not a finite number",
+            {"number": exc.text[:32]},
+        ) from None
     except (ValueError, RecursionError):
         raise BadRequest(f"{what} is not valid JSON") from None
     if not isinstance(data, dict):
@@ -70,9 +77,24 @@ def parse_json_object(raw: bytes | str, what: str = "the body") -> dict[str, Any
     return data
 
 
+class _NotFinite(ValueError):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
 def _no_constant(name: str) -> Any:
     """NaN and Infinity are not JSON (Python's parser accepts them by default)."""
-    raise ValueError(name)
+    raise _NotFinite(name)
+
+
+def _finite(text: str) -> float:
+    """A JSON number with a fraction or exponent; ``1e999`` overflows to infinity: refused.
+    (Integers are exact in Python, and past 4,300 digits the parser refuses them itself.)"""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
 
 
 def json_object() -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """GET /v1/outputs/{job_id}/{filename}: a stored output file, streamed.
 
-Anything that is not a file the job produced is a 404, whatever the path tries."""
+Only the files recorded on the job (its ``outputs``) are served: anything else is a 404,
+whatever the path tries, and whatever else lies in the job's folder (a file planted there, a
+partial download) is never served."""
 
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ def output(job_id: str, filename: str) -> Response:
     gateway = current_app.extensions["comfygate"]
     try:
         # Another key's job is as absent as a job that never was.
-        gateway.jobs.get(job_id, auth.visible_owner())
+        job = gateway.jobs.get(job_id, auth.visible_owner())
     except NotFound:
         raise NotFound("no such output", {"job_id": job_id}) from None
-    path = gateway.storage.open_path(job_id, filename)
+    recorded = any(o.filename == filename for o in job.outputs)
+    path = gateway.storage.open_path(job_id, filename) if recorded else None
     if path is None:
         raise NotFound("no such output", {"job_id": job_id})
     resp = send_file(path, mimetype=content_type(filename), conditional=True, max_age=3600)

@@ -9,12 +9,19 @@ When a backend's websocket is down, its jobs are reconciled by polling /history 
 POLL_INTERVAL_S; after it reconnects, and after a gateway restart, every job on it is
 reconciled once from /queue and /history. A job ComfyUI no longer knows is submitted again,
 up to ``max_attempts``. Every job has a deadline.
+
+The cost limits hold at run time too, whatever template or raw workflow made the job: the
+images a job returns are counted as ComfyUI reports them (``executed``), and once there are
+more than ``MAX_BATCH_SIZE``, or one image of more than ``MAX_PIXELS`` (read from the head
+of the file as soon as it is reported), the job is interrupted on ComfyUI and fails; the
+stored files are checked again at the end, and nothing of a failed job is kept or cached.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import threading
@@ -27,9 +34,15 @@ from typing import Any
 
 from comfygate.backends.pool import Backend, BackendPool
 from comfygate.backends.requirements import requirements
-from comfygate.comfy.client import HistoryEntry, execution_error_details
+from comfygate.comfy.client import (
+    HistoryEntry,
+    OutputRef,
+    execution_error_details,
+    parse_history_entry,
+)
 from comfygate.comfy.events import (
     Event,
+    Executed,
     Executing,
     ExecutionError,
     ExecutionStart,
@@ -52,11 +65,12 @@ from comfygate.jobs.model import Delivery, Job, JobStatus, Output, now
 from comfygate.jobs.store import JobStore
 from comfygate.jobs.webhooks import WebhookOptions, WebhookOutbox
 from comfygate.metrics import Metrics
-from comfygate.storage.local import LocalStorage, content_type, output_name
+from comfygate.storage.local import LocalStorage, content_type, image_size, output_name
 from comfygate.templates import (
     Template,
     TemplateRegistry,
     bind,
+    graph_costs,
     raw,
     resolve_params,
     validate_params,
@@ -83,6 +97,14 @@ class ServiceOptions:
     limits: CostLimits = field(default_factory=CostLimits)
 
 
+def output_prefix(job_id: str) -> str:
+    """The ``filename_prefix`` a job's output nodes get. ComfyUI writes the whole prompt,
+    this prefix included, into every PNG it saves, and a cache hit serves those very bytes to
+    whoever asks next (another key too): so the prefix is a one-way digest of the job id, which
+    names no job, rather than the id itself."""
+    return "comfygate_" + hashlib.sha256(job_id.encode()).hexdigest()[:32]
+
+
 def _image_names(
     template: Template, given: dict[str, Any], images: Mapping[str, CheckedImage]
 ) -> list[str]:
@@ -102,6 +124,14 @@ def _image_names(
         if checked.filename() not in names:
             names.append(checked.filename())
     return names
+
+
+class _OverLimit(Exception):
+    """A job returned more, or larger, images than the cost limits allow."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error["message"])
+        self.error = error
 
 
 class JobService:
@@ -136,6 +166,7 @@ class JobService:
         self._progress_written: dict[str, float] = {}
         self._checked: dict[str, float] = {}  # job id -> last reconciliation (monotonic)
         self._submitting: set[str] = set()  # jobs whose POST /prompt has not answered yet
+        self._returned: dict[str, int] = {}  # job id -> images reported so far (run-time limit)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="job-worker")
@@ -273,7 +304,7 @@ class JobService:
         """The job's own graph (a copy of its template's, with the values and its
         filename_prefix), and a 503 if no usable backend has what it needs."""
         template = self.templates.get(job.template)
-        job.graph = bind(template, job.params, f"comfygate_{job.id}")
+        job.graph = bind(template, job.params, output_prefix(job.id))
         runnable, reason = self.pool.check(requirements(job.graph))
         if not runnable:
             raise BackendUnavailable(reason)
@@ -408,7 +439,11 @@ class JobService:
         given images, the cost limits, the job's own filename_prefix. Never cached."""
         raw.check_nodes(workflow, allowed)
         raw.check_images(workflow, {i.filename() for i in images})
-        self.options.limits.check_graph(workflow)
+        graph_costs.check_graph(
+            workflow,
+            self.options.limits,
+            image_sizes={i.filename(): (i.width, i.height) for i in images},
+        )
         if not self.pool.any_healthy():
             raise BackendUnavailable("no ComfyUI backend is available right now")
         job_id = uuid.uuid4().hex
@@ -416,7 +451,7 @@ class JobService:
             id=job_id,
             template=raw.RAW_TEMPLATE,
             params={},
-            graph=apply_output_prefix(copy.deepcopy(workflow), f"comfygate_{job_id}"),
+            graph=apply_output_prefix(copy.deepcopy(workflow), output_prefix(job_id)),
             owner=owner,
             inputs=sorted({i.filename() for i in images}),
         )
@@ -490,7 +525,11 @@ class JobService:
             return job
 
     def cancel(
-        self, job_id: str, error: dict[str, Any] | None = None, owner: str | None = None
+        self,
+        job_id: str,
+        error: dict[str, Any] | None = None,
+        owner: str | None = None,
+        status: JobStatus = JobStatus.CANCELLED,
     ) -> Job:
         with self._lock:
             job = self.get(job_id, owner)
@@ -503,7 +542,7 @@ class JobService:
             prompt_id = job.prompt_id
             self._finish(
                 job,
-                JobStatus.CANCELLED,
+                status,
                 error=error
                 or {"code": "cancelled", "message": "cancelled by request", "details": {}},
             )
@@ -648,6 +687,8 @@ class JobService:
                             "exception_message": event.exception_message,
                         }
                     )
+                case Executed():
+                    self._count_returned(job, event)
                 case Executing(node=None):
                     # Sent after ComfyUI wrote /history: the job's end, whatever it was.
                     self._workers.submit(self._finalize, job.id)
@@ -656,6 +697,38 @@ class JobService:
                         job.move_to(JobStatus.RUNNING)
                         self.store.update(job)
                         self.events.publish(job.id, "status", job.public())
+
+    def _count_returned(self, job: Job, event: Executed) -> None:
+        """Run-time MAX_BATCH_SIZE: count the images an output node reports; past the limit,
+        stop the job (on a worker: cancelling calls ComfyUI). The caller holds the lock."""
+        refs = parse_history_entry(event.prompt_id, {"outputs": {event.node: event.output}})
+        returned = self._collected(job, refs.outputs)
+        count = self._returned.get(job.id, 0) + len(returned)
+        self._returned[job.id] = count
+        error = self.options.limits.outputs_error(count)
+        backend = self.pool.get(job.backend)
+        if error is not None:
+            self._workers.submit(self._stop_over_limit, job.id, error)
+        elif returned and backend is not None and self.options.limits.max_pixels is not None:
+            self._workers.submit(self._check_pixels, job.id, backend, returned)
+
+    def _check_pixels(self, job_id: str, backend: Backend, refs: list[OutputRef]) -> None:
+        """Run-time MAX_PIXELS while the job runs: the size of each reported image, from the
+        first bytes of the file (the download at the end checks the whole file again)."""
+        for ref in refs:
+            try:
+                with backend.client.view(ref, chunk_size=64 * 1024) as chunks:
+                    size = image_size(next(iter(chunks), b""))
+            except ComfyGateError:
+                return
+            error = size and self.options.limits.pixels_error(ref.node_id, *size)
+            if error:
+                self._stop_over_limit(job_id, error)
+                return
+
+    def _stop_over_limit(self, job_id: str, error: dict[str, Any]) -> None:
+        with contextlib.suppress(Conflict, NotFound):
+            self.cancel(job_id, error=error, status=JobStatus.FAILED)
 
     def _persist_progress(self, job: Job, *, final: bool) -> None:
         last = self._progress_written.get(job.id, 0.0)
@@ -753,6 +826,7 @@ class JobService:
             )
             return
         log.warning("resubmitting: %s", reason, extra={"job_id": job.id})
+        self._returned.pop(job.id, None)  # the next attempt's images are counted afresh
         job.prompt_id = job.backend = None
         job.progress = None
         job.move_to(JobStatus.QUEUED)
@@ -818,7 +892,13 @@ class JobService:
                     return  # not written yet: the poller or reconciliation will come back
             if entry.status == "success" and entry.completed:
                 executed_at = now()
-                outputs = self._store_outputs(job, backend, entry)
+                try:
+                    outputs = self._store_outputs(job, backend, entry)
+                except _OverLimit as over:
+                    self.storage.delete_job(job.id)  # nothing of it is kept, or cached
+                    with self._lock:
+                        self._finish(job, JobStatus.FAILED, error=over.error)
+                    return
                 if job.cache_key is not None and self.cache is not None:
                     # Before the job is done: a caller who asks again right after its answer
                     # must find it in the cache.
@@ -875,19 +955,32 @@ class JobService:
             delay *= 2
         return None
 
-    def _store_outputs(self, job: Job, backend: Backend, entry: HistoryEntry) -> list[Output]:
+    def _collected(self, job: Job, refs: Sequence[OutputRef]) -> list[OutputRef]:
+        """The files of ``refs`` the job returns: saved outputs (previews too for a template
+        that says so)."""
         template = self.templates.get(job.template) if job.template in self.templates else None
         include_temp = template is not None and template.include_temp_outputs
+        return [r for r in refs if r.type == "output" or (include_temp and r.type == "temp")]
+
+    def _store_outputs(self, job: Job, backend: Backend, entry: HistoryEntry) -> list[Output]:
         outputs: list[Output] = []
         counters: dict[str, int] = {}
-        for ref in entry.outputs:
-            if ref.type != "output" and not (include_temp and ref.type == "temp"):
-                continue
+        limits = self.options.limits
+        refs = self._collected(job, entry.outputs)
+        too_many = limits.outputs_error(len(refs))
+        if too_many is not None:
+            raise _OverLimit(too_many)
+        for ref in refs:
             index = counters.get(ref.node_id, 0)
             counters[ref.node_id] = index + 1
             name = output_name(ref.node_id, index, ref.filename)
             with backend.client.view(ref) as chunks:
                 size = self.storage.save(job.id, name, chunks)
+            if limits.max_pixels is not None:
+                dimensions = image_size(self.storage.open_path(job.id, name))
+                too_large = dimensions and limits.pixels_error(ref.node_id, *dimensions)
+                if too_large:
+                    raise _OverLimit(too_large)
             output = Output(name, content_type(name), size, ref.node_id, ref.kind)
             outputs.append(output)
             self.events.publish(
@@ -949,6 +1042,7 @@ class JobService:
         self.store.update(job, delivery)  # the end state and its webhook, in one commit
         self._live.pop(job.id, None)
         self._exec_errors.pop(job.id, None)
+        self._returned.pop(job.id, None)
         self._progress_written.pop(job.id, None)
         self._checked.pop(job.id, None)
         if job.cache_key is not None and self._by_key.get(job.cache_key) == job.id:

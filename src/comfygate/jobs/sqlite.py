@@ -10,10 +10,16 @@ benchmark saw 63 of 64 threads queued on the store's lock, and cache hits fall f
 
 Inserts, the write every new job makes, are grouped (``GroupInsert``): the writer lock is
 subject to the same convoy, so concurrent inserts go out as one multi-row statement.
+
+The file holds every job's parameters (prompts included) and owners: it is created ``0600``
+before SQLite opens it, and SQLite gives its ``-wal`` and ``-shm`` files the database's own
+mode. A file left by an older version with a wider mode is narrowed at open.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -22,12 +28,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 # SQLite allows 32,766 parameters in one statement (3.32 and later); far below that.
 MAX_GROUP_ROWS = 256
+FILE_MODE = 0o600  # owner only: the database and its -wal / -shm files
+
+
+def _private(path: Path) -> None:
+    """Create ``path`` (and narrow its companions) owner-only, before SQLite opens it."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+    for companion in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if companion.exists():
+                companion.chmod(FILE_MODE)
+        except PermissionError:  # another user's file we may write but not chmod
+            log.warning("cannot make %s owner-only (it is not ours)", companion.name)
 
 
 class Database:
     def __init__(self, path: Path, schema: str) -> None:
+        _private(path)
         self._path = str(path)
         self._conn = self._connect()
         self._conn.execute("PRAGMA journal_mode=WAL")

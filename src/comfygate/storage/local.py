@@ -8,15 +8,20 @@ read, whatever the request says (``..``, encoded slashes, absolute paths, symlin
 
 from __future__ import annotations
 
+import io
 import mimetypes
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\.[a-z0-9]{1,5}$")
+from PIL import Image, UnidentifiedImageError
+
+# fullmatch, not ^...$: "$" also matches before a trailing newline.
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\.[a-z0-9]{1,5}")
 
 # Extensions ComfyUI output nodes write, with the content type served for each.
 CONTENT_TYPES = {
@@ -51,13 +56,29 @@ def content_type(name: str) -> str:
     return CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
+def image_size(source: Path | bytes | None) -> tuple[int, int] | None:
+    """(width, height) of an image file, or of the first bytes of one, read from its header
+    only; None if it is not an image Pillow knows."""
+    if source is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+                return image.size
+        except Image.DecompressionBombError:
+            return (Image.MAX_IMAGE_PIXELS or 1 << 30, 2)  # past Pillow's own bomb limit
+        except (UnidentifiedImageError, OSError):
+            return None
+
+
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, job_id: str, name: str | None = None) -> Path | None:
-        if not _JOB_ID.match(job_id) or (name is not None and not _NAME.match(name)):
+        if not _JOB_ID.fullmatch(job_id) or (name is not None and not _NAME.fullmatch(name)):
             return None
         path = self.root / job_id if name is None else self.root / job_id / name
         # resolve() follows symlinks: a link pointing out of the root is refused too.

@@ -15,8 +15,8 @@ types, JSON shapes and websocket message order). It models, in memory:
   ``execution_cached`` and not run again; cached output nodes still send ``executed``);
 * node execution for EmptyImage, ImageInvert, SaveImage, PreviewImage, LoadImage,
   EmptyLatentImage, CLIPTextEncode, KSampler (one ``progress`` + preview frame per step),
-  VAEDecode, VAEEncode, CheckpointLoaderSimple, ImageScale and RepeatLatentBatch, producing
-  real PNG files kept in memory and served by ``/view``;
+  VAEDecode, VAEEncode, CheckpointLoaderSimple, ImageScale, RepeatLatentBatch and PrimitiveInt,
+  producing real PNG files kept in memory and served by ``/view``;
 * ``/upload/image`` (duplicate detection, ``name (1).png`` renaming, subfolders, overwrite), the
   ``Origin``/``Host`` check (403), and every route under the ``/api`` prefix too.
 

@@ -469,11 +469,42 @@ _REPEAT_LATENT_BATCH_INFO: dict[str, Any] = {
     "output_node": False,
 }
 
+# A constant that a raw workflow can link into any INT input (copied from a real 0.3.75).
+_PRIMITIVE_INT_INFO: dict[str, Any] = {
+    "input": {
+        "required": {
+            "value": [
+                "INT",
+                {
+                    "min": -9223372036854775807,
+                    "max": 9223372036854775807,
+                    "control_after_generate": True,
+                },
+            ]
+        }
+    },
+    "input_order": {"required": ["value"]},
+    "output": ["INT"],
+    "output_is_list": [False],
+    "output_name": ["INT"],
+    "output_tooltips": [None],
+    "name": "PrimitiveInt",
+    "display_name": "Int",
+    "description": "",
+    "python_module": "comfy_extras.nodes_primitive",
+    "category": "utils/primitive",
+    "output_node": False,
+    "deprecated": False,
+    "experimental": False,
+    "api_node": False,
+}
+
 NODE_TYPES: tuple[str, ...] = (
     *_RECORDED_NODE_INFO,
     "VAEEncode",
     "ImageScale",
     "RepeatLatentBatch",
+    "PrimitiveInt",
 )
 
 
@@ -483,6 +514,7 @@ def node_definitions(checkpoints: Sequence[str], input_images: Sequence[str]) ->
     defs["VAEEncode"] = copy.deepcopy(_VAE_ENCODE_INFO)
     defs["ImageScale"] = copy.deepcopy(_IMAGE_SCALE_INFO)
     defs["RepeatLatentBatch"] = copy.deepcopy(_REPEAT_LATENT_BATCH_INFO)
+    defs["PrimitiveInt"] = copy.deepcopy(_PRIMITIVE_INT_INFO)
     defs["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] = list(checkpoints)
     defs["LoadImage"]["input"]["required"]["image"][0] = sorted(input_images)
     return defs

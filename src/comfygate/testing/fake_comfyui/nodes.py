@@ -296,6 +296,10 @@ async def _repeat_latent(run: RunContext, node_id: str, inputs: dict[str, Any]) 
     return (Latent(samples.width, samples.height, samples.batch * amount, samples.seed),), None
 
 
+async def _primitive(run: RunContext, node_id: str, inputs: dict[str, Any]) -> NodeResult:
+    return (inputs["value"],), None
+
+
 # -- the table -------------------------------------------------------------------------------
 
 
@@ -319,6 +323,7 @@ NODES: dict[str, Node] = {
     "CheckpointLoaderSimple": Node("load_checkpoint", _load_checkpoint),
     "ImageScale": Node("upscale", _frame_by_frame("movedim", _scale)),
     "RepeatLatentBatch": Node("repeat", _repeat_latent),
+    "PrimitiveInt": Node("execute", _primitive),
 }
 
 
