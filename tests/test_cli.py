@@ -449,6 +449,8 @@ def test_templates_import_names(runner: CliRunner, tmp_path: Path) -> None:
     )
     assert clash.exit_code == 2
     assert "loads it as template 'dog' only" in _one_error_line(clash)
+    newline = runner.invoke(main, ["templates", "import", "My Flow (v2)..json", "--name", "cat\n"])
+    assert newline.exit_code == 2  # "^...$" would take the trailing newline
 
 
 def test_templates_import_with_a_file_that_is_no_object_info(

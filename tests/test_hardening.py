@@ -238,6 +238,7 @@ def test_the_store_files_are_private(fake: FakeComfyUI, make_app: MakeApp, tmp_p
     for path in databases:
         assert _mode(path) == 0o600, (path.name, oct(_mode(path)))
     assert _mode(data) == 0o700
+    assert _mode(data / "webhook-secret") == 0o600  # created so, never wider for a moment
 
 
 def test_an_existing_store_file_is_made_private(

@@ -594,7 +594,7 @@ def templates_check(server: str, api_key: str | None) -> None:
         sys.exit(EXIT_FAILURE)
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: "$" takes a "\n"
 
 
 @templates_group.command("import")
@@ -623,7 +623,7 @@ def templates_import(
 
     # A gateway loads NAME.json as template NAME only: the name follows the output file.
     name = name or default_name(output.stem if output is not None else workflow.stem)
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         _die(f"--name {name!r}: letters, digits, '_', '.', '-' (64 at most)", EXIT_USAGE)
     if output is not None and output.stem != name:
         _die(

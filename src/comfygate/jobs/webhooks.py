@@ -29,6 +29,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 import threading
 import time
@@ -77,8 +78,10 @@ def load_or_create_secret(configured: str | None, data_dir: Path) -> str:
     if path.is_file():
         return path.read_text().strip()
     secret = secrets.token_hex(32)
-    path.write_text(secret + "\n")
-    path.chmod(0o600)
+    # Created 0600: written first and narrowed after, it would be readable for a moment.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
     log.info("generated a webhook signing secret in %s", path)
     return secret
 
