@@ -9,8 +9,8 @@ from flask import Flask
 from comfygate.api import (
     auth,
     auth_failures,
-    engine,
     batches,
+    engine,
     errors,
     generate,
     jobs,
