@@ -10,6 +10,7 @@ from comfygate.api import (
     auth,
     auth_failures,
     batches,
+    engine,
     errors,
     generate,
     jobs,
@@ -28,7 +29,7 @@ from comfygate.keys import KeyRing
 
 
 def init_app(app: Flask, keys: KeyRing) -> None:
-    settings = app.extensions["comfygate"].settings
+    settings = app.extensions[engine.EXTENSION].settings
     errors.init_app(app)
     # Order matters: browsers' cross-site requests go first (origin), then addresses that
     # guessed keys (auth_failures); the caller is known (auth) before its requests are

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, current_app, g, request
 
+from comfygate.api import engine
 from comfygate.errors import Forbidden, Unauthorized
 from comfygate.keys import OPEN, KeyRing, Principal
 
@@ -65,7 +66,7 @@ def _allowed_preflight() -> bool:
         return False
     if not request.headers.get("Access-Control-Request-Method"):
         return False
-    allowed = current_app.extensions["comfygate"].settings.cors_origins
+    allowed = engine.settings().cors_origins
     return "*" in allowed or origin in allowed
 
 

@@ -8,9 +8,9 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
-from comfygate.api import auth
+from comfygate.api import auth, engine
 from comfygate.api.body import bool_field, json_object
 from comfygate.errors import Conflict, NotFound, ValidationFailed
 from comfygate.jobs.model import Job, JobStatus
@@ -22,7 +22,7 @@ ARCHIVE_CHUNK = 256 * 1024
 
 
 def _items(body: dict[str, Any], limit: int) -> tuple[str, list[dict[str, Any]], bool]:
-    settings = current_app.extensions["comfygate"].settings
+    settings = engine.settings()
     template = body.get("template", settings.default_template)
     if not isinstance(template, str) or not template:
         raise ValidationFailed("'template' must be a template name", field="template")
@@ -53,7 +53,7 @@ def _items(body: dict[str, Any], limit: int) -> tuple[str, list[dict[str, Any]],
 
 
 def _batch(batch_id: str) -> tuple[dict[str, Any], list[Job]]:
-    gateway = current_app.extensions["comfygate"]
+    gateway = engine.gateway()
     batch = gateway.store.get_batch(batch_id)
     sees = auth.visible_owner()
     if batch is None or (sees is not None and batch.get("owner") != sees):
@@ -62,7 +62,7 @@ def _batch(batch_id: str) -> tuple[dict[str, Any], list[Job]]:
     jobs = []
     for job_id in batch["jobs"]:
         with contextlib.suppress(NotFound):  # swept by retention
-            jobs.append(gateway.jobs.get(job_id))
+            jobs.append(engine.jobs().get(job_id))
     return batch, jobs
 
 
@@ -81,9 +81,9 @@ def _public(batch: dict[str, Any], jobs: list[Job]) -> dict[str, Any]:
 
 @bp.post("/v1/batches")
 def create() -> Response:
-    gateway = current_app.extensions["comfygate"]
+    gateway = engine.gateway()
     template, items, cache = _items(json_object(), gateway.settings.max_batch_items)
-    batch_id, jobs = gateway.jobs.create_batch(
+    batch_id, jobs = engine.jobs().create_batch(
         template, items, cache=cache, owner=auth.creating_owner()
     )
     resp = jsonify({"id": batch_id, "jobs": [j.id for j in jobs]})
@@ -99,12 +99,11 @@ def get(batch_id: str) -> Response:
 
 @bp.delete("/v1/batches/<batch_id>")
 def cancel(batch_id: str) -> Response:
-    gateway = current_app.extensions["comfygate"]
     _, jobs = _batch(batch_id)
     for job in jobs:
         if not job.status.terminal:
             with contextlib.suppress(Conflict):  # it ended meanwhile
-                gateway.jobs.cancel(job.id)
+                engine.jobs().cancel(job.id)
     return jsonify(_public(*_batch(batch_id)))
 
 
@@ -137,7 +136,7 @@ class _Pipe:
 
 @bp.get("/v1/batches/<batch_id>/archive")
 def archive(batch_id: str) -> Response:
-    storage = current_app.extensions["comfygate"].storage
+    storage = engine.gateway().storage
     batch, jobs = _batch(batch_id)
     files = []
     for job in jobs:

@@ -23,9 +23,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import current_app, request
+from flask import request
 from werkzeug.datastructures import FileStorage
 
+from comfygate.api import engine
 from comfygate.errors import BadRequest, UnsupportedMediaType, ValidationFailed
 from comfygate.templates import RESERVED_KEYS, Template
 
@@ -58,7 +59,7 @@ def check_json_depth(data: Any, max_depth: int) -> None:
 
 
 def parse_json_object(raw: bytes | str, what: str = "the body") -> dict[str, Any]:
-    settings = current_app.extensions["comfygate"].settings
+    settings = engine.settings()
     data_bytes = raw.encode() if isinstance(raw, str) else raw
     check_json_size(data_bytes, settings.max_json_values)
     try:
@@ -199,7 +200,7 @@ class RunRequest:
 
 
 def template_name(data: dict[str, Any]) -> str:
-    settings = current_app.extensions["comfygate"].settings
+    settings = engine.settings()
     template = data.get("template", settings.default_template)
     if not isinstance(template, str) or not template:
         raise ValidationFailed("'template' must be a template name", field="template")

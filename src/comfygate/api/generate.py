@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request, send_file
 
-from comfygate.api import auth, waits
+from comfygate.api import auth, engine, waits
 from comfygate.api.body import Body, read_body
 from comfygate.api.images import run_request_with_images
 from comfygate.errors import Conflict, Timeout, ValidationFailed, from_code
@@ -22,7 +22,7 @@ def generate() -> Response:
 
 def generate_from(body: Body) -> Response:
     """The synchronous run of a body (also POST /v1/templates/{name}/generate's)."""
-    gateway = current_app.extensions["comfygate"]
+    gateway = engine.gateway()
     req, images = run_request_with_images(body)
     if req.webhook_url is not None:
         raise ValidationFailed(
@@ -32,7 +32,7 @@ def generate_from(body: Body) -> Response:
     limit = gateway.settings.request_timeout_s
     timeout = min(req.timeout_s, limit) if req.timeout_s else limit
     with waits.slot():  # before the job exists: a refused wait leaves nothing behind
-        job = gateway.jobs.create(
+        job = engine.jobs().create(
             req.template, req.params, cache=req.cache, owner=auth.creating_owner(), images=images
         )
         return wait_and_answer(job, timeout)
@@ -40,14 +40,13 @@ def generate_from(body: Body) -> Response:
 
 def wait_and_answer(job: Job, timeout: float) -> Response:
     """Wait for a job; answer with its file or job object, or its error (504 on timeout)."""
-    gateway = current_app.extensions["comfygate"]
-    done = job if job.status.terminal else gateway.jobs.wait(job.id, timeout)  # a cache hit
+    done = job if job.status.terminal else engine.jobs().wait(job.id, timeout)  # a cache hit
     if done is None:
         # The caller gave up: interrupt the job so it does not keep the GPU, unless an
         # identical request joined it and still waits for it.
-        if gateway.jobs.events.subscribers(job.id) == 0:
+        if engine.jobs().events.subscribers(job.id) == 0:
             with contextlib.suppress(Conflict):
-                gateway.jobs.cancel(
+                engine.jobs().cancel(
                     job.id,
                     error={
                         "code": "timeout",
@@ -70,7 +69,7 @@ def wait_and_answer(job: Job, timeout: float) -> Response:
 
 
 def _answer(job: Job) -> Response:
-    gateway = current_app.extensions["comfygate"]
+    gateway = engine.gateway()
     headers = {"X-Job-Id": job.id}
     template = gateway.templates.get(job.template) if job.template in gateway.templates else None
     seed_param = template.seed_parameter if template else None

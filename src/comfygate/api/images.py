@@ -17,6 +17,7 @@ from typing import Any
 from flask import current_app
 from werkzeug.datastructures import FileStorage
 
+from comfygate.api import engine
 from comfygate.api.body import Body, RunRequest, run_request, template_name, type_form
 from comfygate.errors import ValidationFailed
 from comfygate.inputs.fetch import FetchPolicy, Resolver, fetch_url
@@ -31,7 +32,7 @@ def resolve_images(
     template: Template, params: dict[str, Any], files: dict[str, FileStorage]
 ) -> tuple[dict[str, Any], dict[str, CheckedImage]]:
     """(params with each image parameter's value replaced by its image's name, the images)."""
-    settings = current_app.extensions["comfygate"].settings
+    settings = engine.settings()
     max_bytes = int(settings.max_image_mb * 1024 * 1024)
     max_pixels = settings.max_image_pixels
     if settings.max_pixels is not None:
@@ -76,7 +77,7 @@ def image_bytes(value: Any, field: str, max_bytes: int) -> bytes:
     if value[:5].lower() == "data:":
         return decode_data_uri(value, field=field, max_bytes=max_bytes)
     if value[:8].lower() == "https://" or value[:7].lower() == "http://":
-        settings = current_app.extensions["comfygate"].settings
+        settings = engine.settings()
         policy = FetchPolicy(
             allow_http=settings.allow_http_image_urls,
             max_bytes=max_bytes,
@@ -91,7 +92,7 @@ def image_bytes(value: Any, field: str, max_bytes: int) -> bytes:
 
 def run_request_with_images(body: Body) -> tuple[RunRequest, dict[str, CheckedImage]]:
     """The run a body asks for, its form fields typed and its images checked and named."""
-    template = current_app.extensions["comfygate"].templates.get(template_name(body.data))
+    template = engine.templates().get(template_name(body.data))
     req = run_request(type_form(template, body))
     params, images = resolve_images(template, req.params, body.files)
     return dataclasses.replace(req, params=params), images

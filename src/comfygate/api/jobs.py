@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from comfygate.api import auth, waits
+from comfygate.api import auth, engine, waits
 from comfygate.api.body import Body, read_body
 from comfygate.api.images import RESOLVER, run_request_with_images
 from comfygate.errors import BadRequest, ValidationFailed
@@ -28,7 +28,7 @@ def _webhook_url(value: str | None) -> str | None:
     """The webhook target, checked by the egress policy now (and at every delivery)."""
     if value is None:
         return None
-    sender = current_app.extensions["comfygate"].jobs.webhooks
+    sender = engine.jobs().webhooks
     if sender is None:
         return value
     return check_target(
@@ -46,7 +46,6 @@ def submit() -> Response:
 
 def submit_from(body: Body) -> Response:
     """Create a job from a body (also POST /v1/templates/{name}/jobs's): 202 + Location."""
-    gateway = current_app.extensions["comfygate"]
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= 255):
         raise BadRequest("Idempotency-Key must be 1 to 255 characters")
@@ -60,7 +59,7 @@ def submit_from(body: Body) -> Response:
             default=str,
         ).encode()
     ).hexdigest()
-    job = gateway.jobs.create(
+    job = engine.jobs().create(
         req.template,
         req.params,
         webhook_url=_webhook_url(req.webhook_url),
@@ -78,13 +77,13 @@ def submit_from(body: Body) -> Response:
 
 @bp.get("/v1/jobs/<job_id>")
 def get(job_id: str) -> Response:
-    jobs = current_app.extensions["comfygate"].jobs
+    jobs = engine.jobs()
     return jsonify(jobs.get(job_id, auth.visible_owner()).public())
 
 
 @bp.delete("/v1/jobs/<job_id>")
 def cancel(job_id: str) -> Response:
-    jobs = current_app.extensions["comfygate"].jobs
+    jobs = engine.jobs()
     return jsonify(jobs.cancel(job_id, owner=auth.visible_owner()).public())
 
 
@@ -100,9 +99,7 @@ def list_jobs() -> Response:
             raise ValidationFailed(f"'status' must be one of: {allowed}", field="status") from None
     limit = _int_arg("limit", 50, 1, MAX_PAGE)
     cursor = _int_arg("cursor", None, 1, MAX_CURSOR)
-    jobs, next_cursor = current_app.extensions["comfygate"].jobs.page(
-        status, limit, cursor, owner=auth.visible_owner()
-    )
+    jobs, next_cursor = engine.jobs().page(status, limit, cursor, owner=auth.visible_owner())
     return jsonify(
         {
             "jobs": [j.public() for j in jobs],
@@ -131,8 +128,8 @@ def _sse(event: str, data: dict[str, Any] | None) -> str:
 
 @bp.get("/v1/jobs/<job_id>/events")
 def events(job_id: str) -> Response:
-    service = current_app.extensions["comfygate"].jobs
-    heartbeat = current_app.extensions["comfygate"].settings.sse_heartbeat_s
+    service = engine.jobs()
+    heartbeat = engine.settings().sse_heartbeat_s
     service.get(job_id, auth.visible_owner())  # 404 before the stream starts, not an empty one
     release = waits.acquire()  # given back when the server closes the response
 

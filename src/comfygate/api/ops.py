@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
+from comfygate.api import engine
 from comfygate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 bp = Blueprint("ops", __name__)
@@ -18,7 +19,7 @@ def healthz() -> Response:
 def readyz() -> Response:
     """200 while a backend is usable and the gateway's queue is not over its limit: a load
     balancer stops sending when it turns 503."""
-    gateway = current_app.extensions["comfygate"]
+    gateway = engine.gateway()
     pool, jobs = gateway.pool, gateway.jobs
     usable = [b.name for b in pool.backends.values() if b.usable] if pool else []
     waiting = jobs.waiting() if jobs else 0
@@ -44,7 +45,7 @@ def readyz() -> Response:
 
 @bp.get("/v1/backends")
 def backends() -> Response:
-    gateway = current_app.extensions["comfygate"]
+    gateway = engine.gateway()
     show = gateway.settings.expose_backend_urls
     pool = gateway.pool
     return jsonify(
@@ -54,5 +55,5 @@ def backends() -> Response:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    data = current_app.extensions["comfygate"].metrics.render()
+    data = engine.gateway().metrics.render()
     return Response(data, content_type=METRICS_CONTENT_TYPE)

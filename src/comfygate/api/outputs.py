@@ -6,9 +6,9 @@ partial download) is never served."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, send_file
+from flask import Blueprint, Response, send_file
 
-from comfygate.api import auth
+from comfygate.api import auth, engine
 from comfygate.errors import NotFound
 from comfygate.storage.local import content_type
 
@@ -17,10 +17,10 @@ bp = Blueprint("outputs", __name__)
 
 @bp.get("/v1/outputs/<job_id>/<path:filename>")
 def output(job_id: str, filename: str) -> Response:
-    gateway = current_app.extensions["comfygate"]
+    gateway = engine.gateway()
     try:
         # Another key's job is as absent as a job that never was.
-        job = gateway.jobs.get(job_id, auth.visible_owner())
+        job = engine.jobs().get(job_id, auth.visible_owner())
     except NotFound:
         raise NotFound("no such output", {"job_id": job_id}) from None
     recorded = any(o.filename == filename for o in job.outputs)

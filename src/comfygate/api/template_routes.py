@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 
+from comfygate.api import engine
 from comfygate.api.body import Body, read_body
 from comfygate.api.generate import generate_from
 from comfygate.api.jobs import submit_from
@@ -19,7 +20,7 @@ bp = Blueprint("template_routes", __name__)
 
 
 def _body_for(name: str) -> Body:
-    current_app.extensions["comfygate"].templates.get(name)  # 404 for an unknown template
+    engine.templates().get(name)  # 404 for an unknown template
     body = read_body()
     if body.data.get("template", name) != name:
         raise ValidationFailed(

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
+from comfygate.api import engine
 from comfygate.templates.check import check_template
 from comfygate.templates.model import Template
 
@@ -21,7 +22,7 @@ bp = Blueprint("templates", __name__)
 
 @bp.get("/v1/templates")
 def list_templates() -> Response:
-    gateway = current_app.extensions["comfygate"]
+    gateway = engine.gateway()
     return jsonify(
         {
             "templates": [_public(t) for t in gateway.templates.all()],
@@ -36,7 +37,7 @@ def list_templates() -> Response:
 def check_templates() -> Response:
     """Uses each backend's cached /object_info (refreshed by the health probe), so it costs
     ComfyUI nothing. Backend URLs are never shown."""
-    gateway = current_app.extensions["comfygate"]
+    gateway = engine.gateway()
     pool = gateway.pool
     backends: list[dict[str, Any]] = []
     for backend in pool.backends.values() if pool else []:
@@ -65,14 +66,14 @@ def check_templates() -> Response:
 
 @bp.get("/v1/templates/<name>")
 def get_template(name: str) -> Response:
-    return jsonify(_public(current_app.extensions["comfygate"].templates.get(name)))
+    return jsonify(_public(engine.templates().get(name)))
 
 
 def _public(template: Template) -> dict[str, Any]:
     """The template's public form, with the model files its model parameters can name."""
     public = template.public()
     folders = {n: p.model_folder for n, p in template.parameters.items() if p.model_folder}
-    pool = current_app.extensions["comfygate"].pool
+    pool = engine.pool()
     if not folders or pool is None:
         return public
     choices = pool.model_choices()

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
-from comfygate.api import auth, waits
+from comfygate.api import auth, engine, waits
 from comfygate.api.body import bool_field, json_object, timeout_field
 from comfygate.api.generate import wait_and_answer
 from comfygate.api.images import image_bytes
@@ -27,7 +27,7 @@ _KEYS = frozenset({"workflow", "timeout_s", "wait"})
 
 
 def _allowed() -> None:
-    settings = current_app.extensions["comfygate"].settings
+    settings = engine.settings()
     if auth.keys_enabled():
         if not auth.principal().allows("workflows"):
             raise Forbidden("raw workflows need an API key with the 'workflows' scope")
@@ -38,7 +38,7 @@ def _allowed() -> None:
 @bp.post("/v1/workflows/run")
 def run() -> Response:
     _allowed()
-    gateway = current_app.extensions["comfygate"]
+    gateway = engine.gateway()
     settings = gateway.settings
     data = json_object()
     for key in data:
@@ -68,7 +68,7 @@ def run() -> Response:
         images[checked.filename()] = checked
     # A waiting request takes its slot before the job exists (api/waits.py).
     with waits.slot() if wait else contextlib.nullcontext():
-        job = gateway.jobs.create_raw(
+        job = engine.jobs().create_raw(
             graph, allowed, owner=auth.creating_owner(), images=list(images.values())
         )
         if not wait:
