@@ -1,0 +1,320 @@
+"""Legacy group nodes of ComfyUI's frontend (``extra.groupNodes``; instances typed
+``workflow>NAME``, or ``workflow/NAME`` before frontend 1.2.63) expanded into plain nodes
+before conversion, the way the frontend's ``groupNode.ts`` builds the API prompt.
+
+A definition holds the inner nodes (``nodes``, by index), the links between them (``links``:
+``[from index, from slot, to index, to slot, outer origin id, type]``, ``from index`` null for
+a link that came from outside), ``external`` (``[index, slot, type]``: outputs also used
+outside) and an optional ``config`` (inputs and outputs hidden or shown). An instance becomes
+the inner nodes, with ids ``<instance id>:<index>``. Its widgets are the inner nodes' widgets
+that are not converted to inputs, node after node in input order, then the converted ones
+nothing inside feeds; its ``widgets_values`` hold them in that order (a seed's "control after
+generate" value after it). Its inputs are the inner inputs nothing inside feeds, in the same
+order; its outputs are the inner outputs not used inside (or listed in ``external``, or shown
+by ``config``). What cannot be mapped with confidence (PrimitiveNodes or Reroutes inside,
+values or slots that do not line up with this ComfyUI's node definitions) is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from comfygate.templates.infer.formats import EXPORT_HINT, TemplateImportError
+from comfygate.templates.infer.links import Link
+from comfygate.templates.infer.nodeinfo import WIDGET_TYPES, ordered_inputs, spec_kind
+from comfygate.templates.infer.subgraphs import OVERRIDES, PRIMITIVE
+
+PREFIXES = ("workflow>", "workflow/")
+NOTES = frozenset({"Note", "MarkdownNote"})
+REROUTE = "Reroute"
+_SEEDS = frozenset({"seed", "noise_seed"})
+_CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
+_FIX = f"in ComfyUI, right-click it and 'Convert to nodes', or {EXPORT_HINT}"
+
+Slot = tuple[int, int]  # (inner node index, slot)
+
+
+def group_name(node: dict[str, Any]) -> str | None:
+    node_type = node.get("type")
+    if isinstance(node_type, str) and node_type.startswith(PREFIXES):
+        return node_type[len(PREFIXES[0]) :]
+    return None
+
+
+def definitions(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    extra = data.get("extra")
+    found = extra.get("groupNodes") if isinstance(extra, dict) else None
+    return {
+        str(name): definition
+        for name, definition in (found.items() if isinstance(found, dict) else [])
+        if isinstance(definition, dict)
+    }
+
+
+def expand(
+    nodes: dict[str, dict[str, Any]],
+    links: dict[Any, Link],
+    groups: dict[str, dict[str, Any]],
+    object_info: dict[str, Any],
+) -> None:
+    """Replace, in place, every instance of a group node in ``nodes`` by its inner nodes."""
+    layouts: dict[str, _Layout] = {}
+    for node_id in [i for i, n in nodes.items() if group_name(n) is not None]:
+        instance = nodes[node_id]
+        name = group_name(instance) or ""
+        label = f"node {node_id} (group node {name!r})"
+        if instance.get("mode") in (2, 4):  # muted, or bypassed: left to the converter
+            continue
+        if name not in groups:
+            raise TemplateImportError(f"{label} has no definition under 'extra.groupNodes'; {_FIX}")
+        if name not in layouts:
+            layouts[name] = _Layout.of(groups[name], object_info, label)
+        del nodes[node_id]
+        nodes.update(_instance(node_id, instance, layouts[name], links, label))
+
+
+@dataclass
+class _Layout:
+    """How one definition maps onto its instances' widgets, inputs and outputs."""
+
+    nodes: list[dict[str, Any]]
+    inner_links: dict[Slot, tuple[int, int, Any]]  # target -> (origin index, slot, type)
+    widgets: list[tuple[int, str, bool]] = field(default_factory=list)  # (index, name, control)
+    inputs: list[Slot] = field(default_factory=list)  # instance input n -> inner input
+    outputs: list[Slot] = field(default_factory=list)  # instance output n -> inner output
+
+    @classmethod
+    def of(cls, definition: dict[str, Any], object_info: dict[str, Any], label: str) -> _Layout:
+        raw_nodes = definition.get("nodes")
+        if not isinstance(raw_nodes, list) or not all(isinstance(n, dict) for n in raw_nodes):
+            raise TemplateImportError(f"{label}: its definition has no list of 'nodes'; {_FIX}")
+        inner_links: dict[Slot, tuple[int, int, Any]] = {}
+        used_inside: set[Slot] = set()
+        for entry in definition.get("links") or []:
+            if not isinstance(entry, list) or len(entry) < 4:
+                raise TemplateImportError(f"{label}: its definition has a bad link {entry!r}")
+            origin, origin_slot, target, target_slot = entry[:4]
+            if origin is None:  # came from outside: an input of the group node
+                continue
+            if not all(isinstance(v, int) for v in (origin, origin_slot, target, target_slot)):
+                raise TemplateImportError(f"{label}: its definition has a bad link {entry!r}")
+            link_type = entry[5] if len(entry) > 5 else None
+            inner_links[(target, target_slot)] = (origin, origin_slot, link_type)
+            used_inside.add((origin, origin_slot))
+        external = {
+            (e[0], e[1])
+            for e in definition.get("external") or []
+            if isinstance(e, list) and len(e) > 2 and isinstance(e[0], int) and e[2]
+        }
+        layout = cls(raw_nodes, inner_links)
+        config = definition.get("config")
+        layout._map(object_info, config if isinstance(config, dict) else {}, used_inside,
+                    external, label)  # fmt: skip
+        return layout
+
+    def _map(
+        self,
+        object_info: dict[str, Any],
+        config: dict[str, Any],
+        used_inside: set[Slot],
+        external: set[Slot],
+        label: str,
+    ) -> None:
+        unknown = [
+            f"{n.get('type')!r}"
+            for n in self.nodes
+            if n.get("type") not in object_info and n.get("type") not in NOTES | {PRIMITIVE}
+            and n.get("type") != REROUTE
+        ]  # fmt: skip
+        if unknown:
+            raise TemplateImportError(
+                f"{label} holds {len(unknown)} node(s) of types this ComfyUI does not know "
+                f"(custom nodes that are not installed?): {', '.join(unknown)}; install them, "
+                f"or {EXPORT_HINT}"
+            )
+        converted_later: list[tuple[int, list[str], list[Slot]]] = []
+        for index, node in enumerate(self.nodes):
+            node_type = node.get("type")
+            where = f"{label}, inner node {index} ({node_type})"
+            if node_type in (PRIMITIVE, REROUTE):
+                if any(origin == index for origin, _ in used_inside) or node_type == REROUTE:
+                    raise TemplateImportError(
+                        f"{where}: a {node_type} inside a group node is not expanded; {_FIX}"
+                    )
+                continue
+            info = object_info.get(str(node_type))
+            if not isinstance(info, dict):
+                continue  # a note: no widgets, inputs or outputs in the group
+            node_config = config.get(str(index))
+            node_config = node_config if isinstance(node_config, dict) else {}
+            slots, converted = self._widgets_and_slots(index, node, info, where)
+            inner_inputs = [i for i in node.get("inputs") or [] if isinstance(i, dict)]
+            hidden = _config_part(node_config, "input")
+            for position, slot_name in enumerate(slots):
+                if position < len(inner_inputs) and inner_inputs[position].get("name") != slot_name:
+                    raise TemplateImportError(
+                        f"{where}: its inputs are not in the order this ComfyUI defines them "
+                        f"(saved with another version?); {_FIX}"
+                    )
+                if (index, position) in self.inner_links:
+                    continue
+                if _config_visible(hidden, slot_name) is False:
+                    continue
+                self.inputs.append((index, position))
+            shown = _config_part(node_config, "output")
+            outputs = info.get("output")
+            for out in range(len(outputs) if isinstance(outputs, list) else 0):
+                inside = (index, out) in used_inside and (index, out) not in external
+                visible = _config_visible(shown, str(out))
+                if visible if visible is not None else not inside:
+                    self.outputs.append((index, out))
+            order = sorted(converted, key=str)  # JavaScript's default sort: as strings
+            for offset, input_index in enumerate(order):
+                if input_index != len(slots) + offset:
+                    raise TemplateImportError(
+                        f"{where}: its widgets turned into inputs are not after its other "
+                        f"inputs (saved with another version?); {_FIX}"
+                    )
+            converted_later.append(
+                (index, [converted[i] for i in order], [(index, i) for i in order])
+            )
+        for index, names, targets in converted_later:
+            info = object_info[str(self.nodes[index]["type"])]
+            specs = dict(ordered_inputs(info))
+            for name, target in zip(names, targets, strict=True):
+                if target in self.inner_links:
+                    continue
+                self.widgets.append((index, name, _with_control(name, specs[name])))
+                self.inputs.append(target)
+
+    def _widgets_and_slots(
+        self, index: int, node: dict[str, Any], info: dict[str, Any], where: str
+    ) -> tuple[list[str], dict[int, str]]:
+        """The node's input names that are sockets, in order; its widgets turned into inputs,
+        by their index in its ``inputs``. Its other widgets are added to ``self.widgets``."""
+        inner_inputs = [i for i in node.get("inputs") or [] if isinstance(i, dict)]
+        slots: list[str] = []
+        converted: dict[int, str] = {}
+        for name, spec in ordered_inputs(info):
+            kind, options, _ = spec_kind(spec)
+            if kind not in WIDGET_TYPES:
+                slots.append(name)
+                continue
+            if kind == "COMBO" and options.get("control_after_generate"):
+                raise TemplateImportError(
+                    f"{where}: a list widget with 'control after generate' inside a group node "
+                    f"is not expanded; {_FIX}"
+                )
+            as_input = next(
+                (
+                    position
+                    for position, slot in enumerate(inner_inputs)
+                    if slot.get("name") == name and (slot.get("widget") or {}).get("name") == name
+                ),
+                None,
+            )
+            if as_input is not None:
+                converted[as_input] = name
+            else:
+                self.widgets.append((index, name, _with_control(name, spec)))
+        return slots, converted
+
+
+def _with_control(name: str, spec: Any) -> bool:
+    _, options, _ = spec_kind(spec)
+    return name in _SEEDS or bool(options.get("control_after_generate"))
+
+
+def _config_part(node_config: dict[str, Any], part: str) -> dict[str, Any]:
+    found = node_config.get(part)
+    return found if isinstance(found, dict) else {}
+
+
+def _config_visible(part: dict[str, Any], key: str) -> bool | None:
+    entry = part.get(key)
+    visible = entry.get("visible") if isinstance(entry, dict) else None
+    return visible if isinstance(visible, bool) else None
+
+
+def _is_control(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, str) and value in _CONTROL_VALUES)
+
+
+def _instance(
+    node_id: str,
+    instance: dict[str, Any],
+    layout: _Layout,
+    links: dict[Any, Link],
+    label: str,
+) -> dict[str, dict[str, Any]]:
+    overrides = _values(instance, layout, label)
+    outer_inputs = [i if isinstance(i, dict) else {} for i in instance.get("inputs") or []]
+    feeds: dict[Slot, Any] = {}
+    for position, slot in enumerate(outer_inputs):
+        if slot.get("link") is None:
+            continue
+        if position >= len(layout.inputs):
+            raise TemplateImportError(
+                f"{label}: its input {slot.get('name')!r} is connected but stands for no input "
+                f"of its inner nodes; {_FIX}"
+            )
+        feeds[layout.inputs[position]] = slot["link"]
+    nodes: dict[str, dict[str, Any]] = {}
+    for index, raw in enumerate(layout.nodes):
+        node = copy.deepcopy(raw)
+        inner_id = f"{node_id}:{index}"
+        node["id"] = inner_id
+        for position, slot in enumerate(node.get("inputs") or []):
+            if not isinstance(slot, dict):
+                continue
+            slot["link"] = None
+            if (index, position) in layout.inner_links:
+                origin, origin_slot, link_type = layout.inner_links[(index, position)]
+                link_id = f"{inner_id}:in{position}"
+                links[link_id] = Link(f"{node_id}:{origin}", origin_slot, link_type)
+                slot["link"] = link_id
+            elif (index, position) in feeds:
+                slot["link"] = feeds[(index, position)]
+        for slot in node.get("outputs") or []:
+            if isinstance(slot, dict):
+                slot["links"] = []
+        if index in overrides:
+            node[OVERRIDES] = overrides[index]
+        nodes[inner_id] = node
+    for link_id, link in list(links.items()):
+        if link.origin != node_id:
+            continue
+        if link.slot >= len(layout.outputs):
+            raise TemplateImportError(
+                f"{label}: its output {link.slot} is connected but stands for no output of its "
+                f"inner nodes; {_FIX}"
+            )
+        index, out = layout.outputs[link.slot]
+        links[link_id] = Link(f"{node_id}:{index}", out, link.type, link.target, link.target_slot)
+    return nodes
+
+
+def _values(instance: dict[str, Any], layout: _Layout, label: str) -> dict[int, dict[str, Any]]:
+    """The instance's widget values, by inner node index and input name."""
+    values = instance.get("widgets_values")
+    values = [] if values is None else values
+    if not isinstance(values, list):
+        raise TemplateImportError(f"{label}: 'widgets_values' must be a list")
+    overrides: dict[int, dict[str, Any]] = {}
+    position = assigned = 0
+    for index, name, control in layout.widgets:
+        if position >= len(values):
+            break
+        overrides.setdefault(index, {})[name] = values[position]
+        position, assigned = position + 1, assigned + 1
+        if control and position < len(values) and _is_control(values[position]):
+            position += 1
+    if position != len(values) or assigned != len(layout.widgets):
+        raise TemplateImportError(
+            f"{label}: its {len(values)} widget values do not line up with the "
+            f"{len(layout.widgets)} widgets of its inner nodes in this ComfyUI (saved with "
+            f"another version?); {_FIX}"
+        )
+    return overrides
