@@ -1,0 +1,215 @@
+"""Legacy group nodes (``extra.groupNodes``, ``workflow>NAME``) are expanded the way ComfyUI's
+frontend builds the API prompt from them (``groupNode.ts``): inner nodes ``<instance>:<index>``,
+the instance's widget values, inputs and outputs mapped onto them. The workflow is hand-made in
+the frontend's save format (see tests/fixtures/groupnodes/README.md)."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from PIL import Image
+
+from comfygate.comfy.local import LocalComfyUI
+from comfygate.templates import bind
+from comfygate.templates.binding import apply_output_prefix
+from comfygate.templates.infer import TemplateImportError, import_workflow
+from comfygate.templates.registry import parse_template
+from tests.conftest import MakeApp, body
+from tests.corpus import object_info
+from tests.real_comfyui import RANDOM_SD15
+
+FIXTURE = Path(__file__).parent / "fixtures" / "groupnodes" / "sampler-group-node.json"
+INFO = object_info()
+PROMPT = "a glass bottle on a beach"
+
+# What the frontend sends for the fixture: the group node 10 becomes 10:0..10:4 (its inner
+# nodes by index), with the instance's widget values; the PrimitiveNode 13 feeding the group's
+# converted `text` input is inlined; 10:3's LATENT (listed in `external`) feeds the outer 11.
+EXPECTED: dict[str, Any] = {
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": RANDOM_SD15}},
+    "9": {
+        "class_type": "SaveImage",
+        "inputs": {"filename_prefix": "groupnode", "images": ["10:4", 0]},
+    },
+    "10:0": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["4", 1]}},
+    "10:1": {
+        "class_type": "CLIPTextEncode",
+        "inputs": {"text": "blurry, text, watermark", "clip": ["4", 1]},
+    },
+    "10:2": {
+        "class_type": "EmptyLatentImage",
+        "inputs": {"width": 64, "height": 64, "batch_size": 1},
+    },
+    "10:3": {
+        "class_type": "KSampler",
+        "inputs": {
+            "seed": 42,
+            "steps": 1,
+            "cfg": 7.5,
+            "sampler_name": "euler",
+            "scheduler": "normal",
+            "denoise": 1,
+            "model": ["4", 0],
+            "positive": ["10:0", 0],
+            "negative": ["10:1", 0],
+            "latent_image": ["10:2", 0],
+        },
+    },
+    "10:4": {"class_type": "VAEDecode", "inputs": {"samples": ["10:3", 0], "vae": ["4", 2]}},
+    "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10:3", 0], "vae": ["4", 2]}},
+    "12": {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}},
+}
+
+
+def _ui() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    return data
+
+
+def _node(ui: dict[str, Any], node_id: int) -> dict[str, Any]:
+    found: dict[str, Any] = next(n for n in ui["nodes"] if n["id"] == node_id)
+    return found
+
+
+def _inner(ui: dict[str, Any], index: int) -> dict[str, Any]:
+    found: dict[str, Any] = ui["extra"]["groupNodes"]["sampler"]["nodes"][index]
+    return found
+
+
+@pytest.mark.parametrize("separator", [">", "/"], ids=["frontend-1.2.63+", "legacy"])
+def test_a_group_node_is_expanded_like_comfyuis_frontend(separator: str) -> None:
+    ui = _ui()
+    _node(ui, 10)["type"] = f"workflow{separator}sampler"
+    result = import_workflow(ui, "grouped", INFO)
+    assert result.template["workflow"] == EXPECTED
+    assert result.notes == []
+
+
+def test_a_group_nodes_parameters_write_its_inner_nodes() -> None:
+    params = import_workflow(_ui(), "grouped", INFO).template["parameters"]
+    targets = {name: p["targets"] for name, p in params.items()}
+    assert targets == {
+        "prompt": ["10:0.text"],
+        "negative_prompt": ["10:1.text"],
+        "seed": ["10:3.seed"],
+        "steps": ["10:3.steps"],
+        "cfg": ["10:3.cfg"],
+        "sampler": ["10:3.sampler_name"],
+        "scheduler": ["10:3.scheduler"],
+        "denoise": ["10:3.denoise"],
+        "width": ["10:2.width"],
+        "height": ["10:2.height"],
+        "batch_size": ["10:2.batch_size"],
+        "checkpoint": ["4.ckpt_name"],
+    }
+    assert (params["steps"]["default"], params["width"]["default"]) == (1, 64)
+    assert params["negative_prompt"]["default"] == "blurry, text, watermark"
+
+
+def test_binding_a_group_nodes_defaults_gives_back_its_graph() -> None:
+    template = parse_template(import_workflow(_ui(), "grouped", INFO).template, "grouped")
+    values = {n: p.default for n, p in template.parameters.items() if p.default is not None}
+    values.update(prompt=PROMPT, seed=42)
+    bound = bind(template, values, "job")
+    assert bound == apply_output_prefix(copy.deepcopy(EXPECTED), "job")
+    other = bind(template, {**values, "prompt": "a red fox", "seed": 5}, "job")
+    assert (other["10:0"]["inputs"]["text"], other["10:3"]["inputs"]["seed"]) == ("a red fox", 5)
+
+
+def test_a_muted_group_node_is_left_out_like_any_muted_node() -> None:
+    ui = _ui()
+    _node(ui, 10)["mode"] = 2
+    result = import_workflow(ui, "muted", INFO)
+    assert sorted(result.template["workflow"]) == ["11", "12", "4", "9"]
+    assert "node 9 (SaveImage): an input comes from a muted node (node 10)" in result.notes[0]
+
+
+def _no_definition(ui: dict[str, Any]) -> None:
+    ui["extra"]["groupNodes"]["other"] = ui["extra"]["groupNodes"].pop("sampler")
+
+
+def _primitive_inside(ui: dict[str, Any]) -> None:
+    _inner(ui, 2)["type"] = "PrimitiveNode"
+
+
+def _reroute_inside(ui: dict[str, Any]) -> None:
+    _inner(ui, 4)["type"] = "Reroute"
+
+
+def _unknown_inside(ui: dict[str, Any]) -> None:
+    _inner(ui, 4)["type"] = "VAEDecodeHyper"
+
+
+def _one_value_short(ui: dict[str, Any]) -> None:
+    _node(ui, 10)["widgets_values"].pop()
+
+
+def _inputs_reordered(ui: dict[str, Any]) -> None:
+    _inner(ui, 3)["inputs"].reverse()
+
+
+def _extra_input(ui: dict[str, Any]) -> None:
+    _node(ui, 10)["inputs"].append({"name": "more", "type": "CLIP", "link": 1})
+
+
+def _extra_output(ui: dict[str, Any]) -> None:
+    ui["links"].append([10, 10, 2, 12, 0, "IMAGE"])
+    _node(ui, 12)["inputs"][0]["link"] = 10
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (_no_definition, "has no definition under 'extra.groupNodes'"),
+        (_primitive_inside, "a PrimitiveNode inside a group node is not expanded"),
+        (_reroute_inside, "a Reroute inside a group node is not expanded"),
+        (_unknown_inside, "holds 1 node(s) of types this ComfyUI does not know"),
+        (_one_value_short, "its 11 widget values do not line up with the 11 widgets"),
+        (_inputs_reordered, "its inputs are not in the order this ComfyUI defines them"),
+        (_extra_input, "its input 'more' is connected but stands for no input"),
+        (_extra_output, "its output 2 is connected but stands for no output"),
+    ],
+)
+def test_what_cannot_be_mapped_with_confidence_is_refused_in_one_line(
+    change: Callable[[dict[str, Any]], None], fragment: str
+) -> None:
+    ui = _ui()
+    change(ui)
+    with pytest.raises(TemplateImportError) as info:
+        import_workflow(ui, "grouped", INFO)
+    message = str(info.value)
+    assert fragment in message
+    assert "node 10 (group node 'sampler')" in message
+    assert "Convert to nodes" in message or "install them" in message
+    assert "\n" not in message
+
+
+@pytest.mark.comfyui
+def test_an_imported_group_node_workflow_runs_on_the_real_comfyui(
+    make_app: MakeApp, real_comfyui: LocalComfyUI, tmp_path: Path
+) -> None:
+    live = requests.get(f"{real_comfyui.url}/object_info", timeout=60).json()
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    imported = import_workflow(_ui(), "grouped", live).template
+    assert imported["workflow"] == EXPECTED
+    (templates / "grouped.json").write_text(json.dumps(imported))
+    client = make_app([real_comfyui.url], templates_dir=str(templates), read_timeout_s=120.0)
+    request = {"template": "grouped", "prompt": "a lighthouse", "seed": 7}
+    resp = client.test_client().post(
+        "/v1/generate", json=request, headers={"Accept": "application/json"}
+    )
+    assert resp.status_code == 200, body(resp)
+    job = body(resp)
+    assert job["status"] == "succeeded"
+    assert (job["params"]["seed"], job["params"]["steps"]) == (7, 1)
+    [output] = job["outputs"]  # SaveImage 9 (the PreviewImage is temp)
+    image = client.test_client().get(output["url"])
+    assert Image.open(io.BytesIO(image.data)).size == (64, 64)
