@@ -131,6 +131,18 @@ def test_a_muted_group_node_is_left_out_like_any_muted_node() -> None:
     assert "node 9 (SaveImage): an input comes from a muted node (node 10)" in result.notes[0]
 
 
+def test_a_definitions_config_can_hide_an_output() -> None:
+    """`config` hides the sampler's LATENT (used inside and, by `external`, outside): the
+    decoder's IMAGE becomes the instance's first output."""
+    ui = _ui()
+    ui["extra"]["groupNodes"]["sampler"]["config"] = {"3": {"output": {"0": {"visible": False}}}}
+    ui["nodes"] = [n for n in ui["nodes"] if n["id"] not in (11, 12)]
+    ui["links"] = [[7, 10, 0, 9, 0, "IMAGE"] if link[0] == 7 else link for link in ui["links"]]
+    ui["links"] = [link for link in ui["links"] if link[0] not in (6, 8, 9)]
+    expected = {k: v for k, v in EXPECTED.items() if k not in ("11", "12")}
+    assert import_workflow(ui, "grouped", INFO).template["workflow"] == expected
+
+
 def _no_definition(ui: dict[str, Any]) -> None:
     ui["extra"]["groupNodes"]["other"] = ui["extra"]["groupNodes"].pop("sampler")
 
@@ -155,6 +167,15 @@ def _inputs_reordered(ui: dict[str, Any]) -> None:
     _inner(ui, 3)["inputs"].reverse()
 
 
+def _inputs_swapped(ui: dict[str, Any]) -> None:
+    inputs = _node(ui, 10)["inputs"]
+    inputs[2], inputs[3] = inputs[3], inputs[2]
+
+
+def _inner_inputs_missing(ui: dict[str, Any]) -> None:
+    _inner(ui, 3)["inputs"] = []
+
+
 def _extra_input(ui: dict[str, Any]) -> None:
     _node(ui, 10)["inputs"].append({"name": "more", "type": "CLIP", "link": 1})
 
@@ -173,6 +194,8 @@ def _extra_output(ui: dict[str, Any]) -> None:
         (_unknown_inside, "holds 1 node(s) of types this ComfyUI does not know"),
         (_one_value_short, "its 11 widget values do not line up with the 11 widgets"),
         (_inputs_reordered, "its inputs are not in the order this ComfyUI defines them"),
+        (_inputs_swapped, "its input 'vae' (VAE) lines up with an inner input of type MODEL"),
+        (_inner_inputs_missing, "inner node 3 (KSampler): its input 1 is connected but the"),
         (_extra_input, "its input 'more' is connected but stands for no input"),
         (_extra_output, "its output 2 is connected but stands for no output"),
     ],

@@ -81,6 +81,9 @@ class _Layout:
 
     nodes: list[dict[str, Any]]
     inner_links: dict[Slot, tuple[int, int, Any]]  # target -> (origin index, slot, type)
+    used_inside: set[Slot]  # inner outputs that feed an inner input
+    external: set[Slot]  # inner outputs the definition lists as also used outside
+    config: dict[str, Any]
     widgets: list[tuple[int, str, bool]] = field(default_factory=list)  # (index, name, control)
     inputs: list[Slot] = field(default_factory=list)  # instance input n -> inner input
     outputs: list[Slot] = field(default_factory=list)  # instance output n -> inner output
@@ -91,7 +94,6 @@ class _Layout:
         if not isinstance(raw_nodes, list) or not all(isinstance(n, dict) for n in raw_nodes):
             raise TemplateImportError(f"{label}: its definition has no list of 'nodes'; {_FIX}")
         inner_links: dict[Slot, tuple[int, int, Any]] = {}
-        used_inside: set[Slot] = set()
         for entry in definition.get("links") or []:
             if not isinstance(entry, list) or len(entry) < 4:
                 raise TemplateImportError(f"{label}: its definition has a bad link {entry!r}")
@@ -100,94 +102,99 @@ class _Layout:
                 continue
             if not all(isinstance(v, int) for v in (origin, origin_slot, target, target_slot)):
                 raise TemplateImportError(f"{label}: its definition has a bad link {entry!r}")
-            link_type = entry[5] if len(entry) > 5 else None
-            inner_links[(target, target_slot)] = (origin, origin_slot, link_type)
-            used_inside.add((origin, origin_slot))
+            inner_links[(target, target_slot)] = (origin, origin_slot, _at(entry, 5))
+        # Entries whose first item is not an index (some saves hold the node itself) match
+        # nothing in the frontend either.
         external = {
             (e[0], e[1])
             for e in definition.get("external") or []
             if isinstance(e, list) and len(e) > 2 and isinstance(e[0], int) and e[2]
         }
-        layout = cls(raw_nodes, inner_links)
         config = definition.get("config")
-        layout._map(object_info, config if isinstance(config, dict) else {}, used_inside,
-                    external, label)  # fmt: skip
+        layout = cls(
+            raw_nodes,
+            inner_links,
+            {(origin, slot) for origin, slot, _ in inner_links.values()},
+            external,
+            config if isinstance(config, dict) else {},
+        )
+        layout._map(object_info, label)
         return layout
 
-    def _map(
-        self,
-        object_info: dict[str, Any],
-        config: dict[str, Any],
-        used_inside: set[Slot],
-        external: set[Slot],
-        label: str,
-    ) -> None:
+    def _map(self, object_info: dict[str, Any], label: str) -> None:
+        """The frontend's GroupNodeConfig.registerType: inner node after inner node, its
+        widgets, its unfed inputs and its outputs; then the converted widgets nothing feeds."""
+        frontend_only = NOTES | {PRIMITIVE, REROUTE}
         unknown = [
-            f"{n.get('type')!r}"
+            repr(n.get("type"))
             for n in self.nodes
-            if n.get("type") not in object_info and n.get("type") not in NOTES | {PRIMITIVE}
-            and n.get("type") != REROUTE
-        ]  # fmt: skip
+            if n.get("type") not in object_info and n.get("type") not in frontend_only
+        ]
         if unknown:
             raise TemplateImportError(
                 f"{label} holds {len(unknown)} node(s) of types this ComfyUI does not know "
                 f"(custom nodes that are not installed?): {', '.join(unknown)}; install them, "
                 f"or {EXPORT_HINT}"
             )
-        converted_later: list[tuple[int, list[str], list[Slot]]] = []
+        converted_later: list[tuple[int, dict[str, Any], list[tuple[int, str]]]] = []
         for index, node in enumerate(self.nodes):
             node_type = node.get("type")
             where = f"{label}, inner node {index} ({node_type})"
-            if node_type in (PRIMITIVE, REROUTE):
-                if any(origin == index for origin, _ in used_inside) or node_type == REROUTE:
-                    raise TemplateImportError(
-                        f"{where}: a {node_type} inside a group node is not expanded; {_FIX}"
-                    )
-                continue
+            if node_type == REROUTE or (
+                node_type == PRIMITIVE and any(origin == index for origin, _ in self.used_inside)
+            ):
+                raise TemplateImportError(
+                    f"{where}: a {node_type} inside a group node is not expanded; {_FIX}"
+                )
             info = object_info.get(str(node_type))
             if not isinstance(info, dict):
-                continue  # a note: no widgets, inputs or outputs in the group
-            node_config = config.get(str(index))
-            node_config = node_config if isinstance(node_config, dict) else {}
+                continue  # a note, or a PrimitiveNode feeding nothing: not part of the group
+            node_config = _part(self.config, str(index))
             slots, converted = self._widgets_and_slots(index, node, info, where)
-            inner_inputs = [i for i in node.get("inputs") or [] if isinstance(i, dict)]
-            hidden = _config_part(node_config, "input")
-            for position, slot_name in enumerate(slots):
-                if position < len(inner_inputs) and inner_inputs[position].get("name") != slot_name:
-                    raise TemplateImportError(
-                        f"{where}: its inputs are not in the order this ComfyUI defines them "
-                        f"(saved with another version?); {_FIX}"
-                    )
-                if (index, position) in self.inner_links:
-                    continue
-                if _config_visible(hidden, slot_name) is False:
-                    continue
-                self.inputs.append((index, position))
-            shown = _config_part(node_config, "output")
-            outputs = info.get("output")
-            for out in range(len(outputs) if isinstance(outputs, list) else 0):
-                inside = (index, out) in used_inside and (index, out) not in external
-                visible = _config_visible(shown, str(out))
-                if visible if visible is not None else not inside:
-                    self.outputs.append((index, out))
+            self._inputs(index, node, slots, _part(node_config, "input"), where)
+            self._outputs(index, info, _part(node_config, "output"))
             order = sorted(converted, key=str)  # JavaScript's default sort: as strings
-            for offset, input_index in enumerate(order):
-                if input_index != len(slots) + offset:
-                    raise TemplateImportError(
-                        f"{where}: its widgets turned into inputs are not after its other "
-                        f"inputs (saved with another version?); {_FIX}"
-                    )
-            converted_later.append(
-                (index, [converted[i] for i in order], [(index, i) for i in order])
-            )
-        for index, names, targets in converted_later:
-            info = object_info[str(self.nodes[index]["type"])]
+            if order != list(range(len(slots), len(slots) + len(order))):
+                raise TemplateImportError(
+                    f"{where}: its widgets turned into inputs are not after its other inputs "
+                    f"(saved with another version?); {_FIX}"
+                )
+            converted_later.append((index, info, [(i, converted[i]) for i in order]))
+        for index, info, converted_inputs in converted_later:
             specs = dict(ordered_inputs(info))
-            for name, target in zip(names, targets, strict=True):
-                if target in self.inner_links:
-                    continue
-                self.widgets.append((index, name, _with_control(name, specs[name])))
-                self.inputs.append(target)
+            for position, name in converted_inputs:
+                if (index, position) not in self.inner_links:
+                    self.widgets.append((index, name, _with_control(name, specs[name])))
+                    self.inputs.append((index, position))
+
+    def _inputs(
+        self,
+        index: int,
+        node: dict[str, Any],
+        slots: list[str],
+        shown: dict[str, Any],
+        where: str,
+    ) -> None:
+        inner_inputs = [i for i in node.get("inputs") or [] if isinstance(i, dict)]
+        for position, slot_name in enumerate(slots):
+            if position < len(inner_inputs) and inner_inputs[position].get("name") != slot_name:
+                raise TemplateImportError(
+                    f"{where}: its inputs are not in the order this ComfyUI defines them "
+                    f"(saved with another version?); {_FIX}"
+                )
+            hidden = _visible(shown, slot_name) is False
+            if (index, position) not in self.inner_links and not hidden:
+                self.inputs.append((index, position))
+
+    def _outputs(self, index: int, info: dict[str, Any], shown: dict[str, Any]) -> None:
+        outputs = info.get("output")
+        for out in range(len(outputs) if isinstance(outputs, list) else 0):
+            visible = _visible(shown, str(out))
+            if visible is None:  # hidden when used inside only
+                slot = (index, out)
+                visible = slot not in self.used_inside or slot in self.external
+            if visible:
+                self.outputs.append((index, out))
 
     def _widgets_and_slots(
         self, index: int, node: dict[str, Any], info: dict[str, Any], where: str
@@ -227,14 +234,18 @@ def _with_control(name: str, spec: Any) -> bool:
     return name in _SEEDS or bool(options.get("control_after_generate"))
 
 
-def _config_part(node_config: dict[str, Any], part: str) -> dict[str, Any]:
-    found = node_config.get(part)
+def _at(entry: list[Any], position: int) -> Any:
+    return entry[position] if len(entry) > position else None
+
+
+def _part(config: dict[str, Any], key: str) -> dict[str, Any]:
+    found = config.get(key)
     return found if isinstance(found, dict) else {}
 
 
-def _config_visible(part: dict[str, Any], key: str) -> bool | None:
-    entry = part.get(key)
-    visible = entry.get("visible") if isinstance(entry, dict) else None
+def _visible(config: dict[str, Any], key: str) -> bool | None:
+    """What a definition's ``config`` says of an input or output: shown, hidden, or nothing."""
+    visible = _part(config, key).get("visible")
     return visible if isinstance(visible, bool) else None
 
 
@@ -249,34 +260,31 @@ def _instance(
     links: dict[Any, Link],
     label: str,
 ) -> dict[str, dict[str, Any]]:
+    """The inner nodes of one instance: ids ``<node_id>:<index>``, their inputs linked to each
+    other or to what feeds the instance's inputs, the instance's widget values as overrides;
+    and, in ``links``, what the instance's outputs fed now comes from the inner nodes."""
     overrides = _values(instance, layout, label)
-    outer_inputs = [i if isinstance(i, dict) else {} for i in instance.get("inputs") or []]
-    feeds: dict[Slot, Any] = {}
-    for position, slot in enumerate(outer_inputs):
-        if slot.get("link") is None:
-            continue
-        if position >= len(layout.inputs):
-            raise TemplateImportError(
-                f"{label}: its input {slot.get('name')!r} is connected but stands for no input "
-                f"of its inner nodes; {_FIX}"
-            )
-        feeds[layout.inputs[position]] = slot["link"]
+    feeds = _feeds(instance, layout, label)
     nodes: dict[str, dict[str, Any]] = {}
     for index, raw in enumerate(layout.nodes):
         node = copy.deepcopy(raw)
         inner_id = f"{node_id}:{index}"
         node["id"] = inner_id
-        for position, slot in enumerate(node.get("inputs") or []):
-            if not isinstance(slot, dict):
-                continue
+        slots = [slot for slot in node.get("inputs") or [] if isinstance(slot, dict)]
+        for position, slot in enumerate(slots):
             slot["link"] = None
             if (index, position) in layout.inner_links:
                 origin, origin_slot, link_type = layout.inner_links[(index, position)]
-                link_id = f"{inner_id}:in{position}"
-                links[link_id] = Link(f"{node_id}:{origin}", origin_slot, link_type)
-                slot["link"] = link_id
+                slot["link"] = f"{inner_id}:in{position}"
+                links[slot["link"]] = Link(f"{node_id}:{origin}", origin_slot, link_type)
             elif (index, position) in feeds:
                 slot["link"] = feeds[(index, position)]
+        wired = [p for i, p in [*layout.inner_links, *feeds] if i == index and p >= len(slots)]
+        if wired:
+            raise TemplateImportError(
+                f"{label}, inner node {index} ({raw.get('type')}): its input {wired[0]} is "
+                f"connected but the node has no such input; {_FIX}"
+            )
         for slot in node.get("outputs") or []:
             if isinstance(slot, dict):
                 slot["links"] = []
@@ -294,6 +302,38 @@ def _instance(
         index, out = layout.outputs[link.slot]
         links[link_id] = Link(f"{node_id}:{index}", out, link.type, link.target, link.target_slot)
     return nodes
+
+
+def _feeds(instance: dict[str, Any], layout: _Layout, label: str) -> dict[Slot, Any]:
+    """The outer link into each inner input the instance's connected inputs stand for."""
+    feeds: dict[Slot, Any] = {}
+    for position, slot in enumerate(instance.get("inputs") or []):
+        if not isinstance(slot, dict) or slot.get("link") is None:
+            continue
+        name = slot.get("name")
+        if position >= len(layout.inputs):
+            raise TemplateImportError(
+                f"{label}: its input {name!r} is connected but stands for no input of its inner "
+                f"nodes; {_FIX}"
+            )
+        index, inner_position = layout.inputs[position]
+        inner_slots = [i for i in layout.nodes[index].get("inputs") or [] if isinstance(i, dict)]
+        inner_type = (
+            inner_slots[inner_position].get("type") if inner_position < len(inner_slots) else None
+        )
+        if not _same_type(slot.get("type"), inner_type):
+            raise TemplateImportError(
+                f"{label}: its input {name!r} ({slot.get('type')}) lines up with an inner input "
+                f"of type {inner_type} (saved with another version?); {_FIX}"
+            )
+        feeds[(index, inner_position)] = slot["link"]
+    return feeds
+
+
+def _same_type(outer: Any, inner: Any) -> bool:
+    if not isinstance(outer, str) or not isinstance(inner, str) or "*" in (outer, inner):
+        return True  # nothing to compare
+    return outer == inner
 
 
 def _values(instance: dict[str, Any], layout: _Layout, label: str) -> dict[int, dict[str, Any]]:
