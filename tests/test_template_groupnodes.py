@@ -143,6 +143,35 @@ def test_a_definitions_config_can_hide_an_output() -> None:
     assert import_workflow(ui, "grouped", INFO).template["workflow"] == expected
 
 
+def test_a_primitive_node_inside_a_group_is_one_of_its_widgets() -> None:
+    """A PrimitiveNode inside the group feeding the sampler's seed (converted to an input):
+    the instance holds its value (and control value) where the primitive comes, after the
+    other inner nodes' widgets; the API graph is the same."""
+    ui = _ui()
+    definition = ui["extra"]["groupNodes"]["sampler"]
+    definition["nodes"].append(
+        {
+            "id": -1,
+            "type": "PrimitiveNode",
+            "mode": 0,
+            "outputs": [{"name": "INT", "type": "INT", "links": [], "widget": {"name": "seed"}}],
+            "title": "seed",
+            "widgets_values": [1, "randomize"],
+            "index": 5,
+        }
+    )
+    _inner(ui, 3)["inputs"].append(
+        {"name": "seed", "type": "INT", "link": None, "widget": {"name": "seed"}}
+    )
+    definition["links"].append([5, 0, 3, 4, 14, "INT"])
+    values = _node(ui, 10)["widgets_values"]
+    values[4:6] = []  # the sampler's seed and control value move to the primitive's place
+    values[-1:-1] = [42, "fixed"]
+    result = import_workflow(ui, "grouped", INFO)
+    assert result.template["workflow"] == EXPECTED
+    assert result.template["parameters"]["seed"]["targets"] == ["10:3.seed"]
+
+
 def _no_definition(ui: dict[str, Any]) -> None:
     ui["extra"]["groupNodes"]["other"] = ui["extra"]["groupNodes"].pop("sampler")
 
@@ -189,7 +218,7 @@ def _extra_output(ui: dict[str, Any]) -> None:
     ("change", "fragment"),
     [
         (_no_definition, "has no definition under 'extra.groupNodes'"),
-        (_primitive_inside, "a PrimitiveNode inside a group node is not expanded"),
+        (_primitive_inside, "a PrimitiveNode of type LATENT inside a group node is not expanded"),
         (_reroute_inside, "a Reroute inside a group node is not expanded"),
         (_unknown_inside, "holds 1 node(s) of types this ComfyUI does not know"),
         (_one_value_short, "its 11 widget values do not line up with the 11 widgets"),

@@ -9,10 +9,12 @@ outside) and an optional ``config`` (inputs and outputs hidden or shown). An ins
 the inner nodes, with ids ``<instance id>:<index>``. Its widgets are the inner nodes' widgets
 that are not converted to inputs, node after node in input order, then the converted ones
 nothing inside feeds; its ``widgets_values`` hold them in that order (a seed's "control after
-generate" value after it). Its inputs are the inner inputs nothing inside feeds, in the same
+generate" value after it; a PrimitiveNode inside is one widget, its value written into every
+inner input it feeds). Its inputs are the inner inputs nothing inside feeds, in the same
 order; its outputs are the inner outputs not used inside (or listed in ``external``, or shown
-by ``config``). What cannot be mapped with confidence (PrimitiveNodes or Reroutes inside,
-values or slots that do not line up with this ComfyUI's node definitions) is refused.
+by ``config``). What cannot be mapped with confidence (Reroutes or list-typed PrimitiveNodes
+inside, values or slots that do not line up with this ComfyUI's node definitions) is
+refused.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ PREFIXES = ("workflow>", "workflow/")
 NOTES = frozenset({"Note", "MarkdownNote"})
 REROUTE = "Reroute"
 _SEEDS = frozenset({"seed", "noise_seed"})
+_PRIMITIVE_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN"})  # not COMBO: its filter
 _CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
 _FIX = f"in ComfyUI, right-click it and 'Convert to nodes', or {EXPORT_HINT}"
 
@@ -140,12 +143,13 @@ class _Layout:
         for index, node in enumerate(self.nodes):
             node_type = node.get("type")
             where = f"{label}, inner node {index} ({node_type})"
-            if node_type == REROUTE or (
-                node_type == PRIMITIVE and any(origin == index for origin, _ in self.used_inside)
-            ):
+            if node_type == REROUTE:
                 raise TemplateImportError(
-                    f"{where}: a {node_type} inside a group node is not expanded; {_FIX}"
+                    f"{where}: a Reroute inside a group node is not expanded; {_FIX}"
                 )
+            if node_type == PRIMITIVE:
+                self._primitive(index, where)
+                continue
             info = object_info.get(str(node_type))
             if not isinstance(info, dict):
                 continue  # a note, or a PrimitiveNode feeding nothing: not part of the group
@@ -166,6 +170,20 @@ class _Layout:
                 if (index, position) not in self.inner_links:
                     self.widgets.append((index, name, _with_control(name, specs[name])))
                     self.inputs.append((index, position))
+
+    def _primitive(self, index: int, where: str) -> None:
+        """A PrimitiveNode feeding inner widgets is one widget of the group, of the type of
+        its first link, with a "control after generate" value after it."""
+        types = [t for (origin, _, t) in self.inner_links.values() if origin == index]
+        if not types:
+            return  # feeds nothing: not part of the group
+        if types[0] not in _PRIMITIVE_TYPES:
+            raise TemplateImportError(
+                f"{where}: a PrimitiveNode of type {types[0]} inside a group node is not "
+                f"expanded; {_FIX}"
+            )
+        self.widgets.append((index, "value", True))
+        self._outputs(index, {"output": [types[0]]}, {})
 
     def _inputs(
         self,
@@ -288,7 +306,9 @@ def _instance(
         for slot in node.get("outputs") or []:
             if isinstance(slot, dict):
                 slot["links"] = []
-        if index in overrides:
+        if index in overrides and node.get("type") == PRIMITIVE:
+            node["widgets_values"] = [overrides[index]["value"]]  # the converter inlines it
+        elif index in overrides:
             node[OVERRIDES] = overrides[index]
         nodes[inner_id] = node
     for link_id, link in list(links.items()):
