@@ -172,6 +172,34 @@ def test_a_primitive_node_inside_a_group_is_one_of_its_widgets() -> None:
     assert result.template["parameters"]["seed"]["targets"] == ["10:3.seed"]
 
 
+def test_a_reroute_inside_a_group_is_followed() -> None:
+    """A Reroute inside the group takes the CLIP from outside (one input of the group instead
+    of two) and feeds both encoders: the encoders take the checkpoint's CLIP."""
+    ui = _ui()
+    definition = ui["extra"]["groupNodes"]["sampler"]
+    definition["nodes"].append(
+        {
+            "id": -1,
+            "type": "Reroute",
+            "mode": 0,
+            "inputs": [{"name": "", "type": "*", "link": None}],
+            "outputs": [{"name": "", "type": "CLIP", "links": []}],
+            "index": 5,
+        }
+    )
+    definition["links"] = [
+        *(link for link in definition["links"] if link[5] != "CLIP"),
+        [None, 1, 5, 0, 4, "CLIP"],
+        [5, 0, 0, 0, 14, "CLIP"],
+        [5, 0, 1, 0, 14, "CLIP"],
+    ]
+    instance = _node(ui, 10)
+    clip, _, model, vae, text = instance["inputs"]
+    instance["inputs"] = [model, vae, clip, text]  # the reroute's input comes after the others
+    ui["links"] = [link for link in ui["links"] if link[0] != 2]
+    assert import_workflow(ui, "grouped", INFO).template["workflow"] == EXPECTED
+
+
 def _no_definition(ui: dict[str, Any]) -> None:
     ui["extra"]["groupNodes"]["other"] = ui["extra"]["groupNodes"].pop("sampler")
 
@@ -180,8 +208,8 @@ def _primitive_inside(ui: dict[str, Any]) -> None:
     _inner(ui, 2)["type"] = "PrimitiveNode"
 
 
-def _reroute_inside(ui: dict[str, Any]) -> None:
-    _inner(ui, 4)["type"] = "Reroute"
+def _reroute_of_a_widget_inside(ui: dict[str, Any]) -> None:
+    _inner(ui, 0)["type"] = "Reroute"  # fed the CLIP and the prompt's STRING from outside
 
 
 def _unknown_inside(ui: dict[str, Any]) -> None:
@@ -219,7 +247,7 @@ def _extra_output(ui: dict[str, Any]) -> None:
     [
         (_no_definition, "has no definition under 'extra.groupNodes'"),
         (_primitive_inside, "a PrimitiveNode of type LATENT inside a group node is not expanded"),
-        (_reroute_inside, "a Reroute inside a group node is not expanded"),
+        (_reroute_of_a_widget_inside, "a Reroute carrying a widget value inside a group node"),
         (_unknown_inside, "holds 1 node(s) of types this ComfyUI does not know"),
         (_one_value_short, "its 11 widget values do not line up with the 11 widgets"),
         (_inputs_reordered, "its inputs are not in the order this ComfyUI defines them"),

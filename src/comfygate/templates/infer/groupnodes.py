@@ -12,9 +12,9 @@ nothing inside feeds; its ``widgets_values`` hold them in that order (a seed's "
 generate" value after it; a PrimitiveNode inside is one widget, its value written into every
 inner input it feeds). Its inputs are the inner inputs nothing inside feeds, in the same
 order; its outputs are the inner outputs not used inside (or listed in ``external``, or shown
-by ``config``). What cannot be mapped with confidence (Reroutes or list-typed PrimitiveNodes
-inside, values or slots that do not line up with this ComfyUI's node definitions) is
-refused.
+by ``config``); a Reroute inside is followed, like any Reroute. What cannot be mapped with
+confidence (list-typed PrimitiveNodes or Reroutes carrying widget values inside, values or
+slots that do not line up with this ComfyUI's node definitions) is refused.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ class _Layout:
     used_inside: set[Slot]  # inner outputs that feed an inner input
     external: set[Slot]  # inner outputs the definition lists as also used outside
     config: dict[str, Any]
+    outside_types: dict[Slot, Any]  # inner inputs fed from outside when the group was made
     widgets: list[tuple[int, str, bool]] = field(default_factory=list)  # (index, name, control)
     inputs: list[Slot] = field(default_factory=list)  # instance input n -> inner input
     outputs: list[Slot] = field(default_factory=list)  # instance output n -> inner output
@@ -97,11 +98,14 @@ class _Layout:
         if not isinstance(raw_nodes, list) or not all(isinstance(n, dict) for n in raw_nodes):
             raise TemplateImportError(f"{label}: its definition has no list of 'nodes'; {_FIX}")
         inner_links: dict[Slot, tuple[int, int, Any]] = {}
+        outside_types: dict[Slot, Any] = {}
         for entry in definition.get("links") or []:
             if not isinstance(entry, list) or len(entry) < 4:
                 raise TemplateImportError(f"{label}: its definition has a bad link {entry!r}")
             origin, origin_slot, target, target_slot = entry[:4]
             if origin is None:  # came from outside: an input of the group node
+                if isinstance(target, int) and isinstance(target_slot, int):
+                    outside_types[(target, target_slot)] = _at(entry, 5)
                 continue
             if not all(isinstance(v, int) for v in (origin, origin_slot, target, target_slot)):
                 raise TemplateImportError(f"{label}: its definition has a bad link {entry!r}")
@@ -120,6 +124,7 @@ class _Layout:
             {(origin, slot) for origin, slot, _ in inner_links.values()},
             external,
             config if isinstance(config, dict) else {},
+            outside_types,
         )
         layout._map(object_info, label)
         return layout
@@ -144,9 +149,8 @@ class _Layout:
             node_type = node.get("type")
             where = f"{label}, inner node {index} ({node_type})"
             if node_type == REROUTE:
-                raise TemplateImportError(
-                    f"{where}: a Reroute inside a group node is not expanded; {_FIX}"
-                )
+                self._reroute(index, where)
+                continue
             if node_type == PRIMITIVE:
                 self._primitive(index, where)
                 continue
@@ -184,6 +188,20 @@ class _Layout:
             )
         self.widgets.append((index, "value", True))
         self._outputs(index, {"output": [types[0]]}, {})
+
+    def _reroute(self, index: int, where: str) -> None:
+        """A Reroute used inside only is no part of the group (the converter follows it);
+        one fed from outside is an input of the group, one feeding outside an output."""
+        types = {t for (i, _), (o, _, t) in self.inner_links.items() if index in (i, o)}
+        types |= {t for (o, _), t in self.outside_types.items() if o == index}
+        if types & WIDGET_TYPES:
+            raise TemplateImportError(
+                f"{where}: a Reroute carrying a widget value inside a group node is not "
+                f"expanded; {_FIX}"
+            )
+        if (index, 0) not in self.inner_links:
+            self.inputs.append((index, 0))
+        self._outputs(index, {"output": ["*"]}, {})
 
     def _inputs(
         self,
