@@ -200,6 +200,20 @@ def test_a_reroute_inside_a_group_is_followed() -> None:
     assert import_workflow(ui, "grouped", INFO).template["workflow"] == EXPECTED
 
 
+def test_unknown_node_types_inside_are_named_with_the_others_at_once() -> None:
+    ui = _ui()
+    _inner(ui, 4)["type"] = "VAEDecodeHyper"
+    _inner(ui, 2)["type"] = "EmptyLatentPlus"
+    _node(ui, 11)["type"] = "VAEDecodeTurbo"
+    with pytest.raises(TemplateImportError) as info:
+        import_workflow(ui, "grouped", INFO)
+    assert (
+        "2 node(s) of types this ComfyUI does not know (custom nodes that are not installed?): "
+        "node 10 (group node 'sampler', holding EmptyLatentPlus, VAEDecodeHyper), "
+        "node 11 (VAEDecodeTurbo); install them"
+    ) in str(info.value)
+
+
 def _no_definition(ui: dict[str, Any]) -> None:
     ui["extra"]["groupNodes"]["other"] = ui["extra"]["groupNodes"].pop("sampler")
 
@@ -210,10 +224,6 @@ def _primitive_inside(ui: dict[str, Any]) -> None:
 
 def _reroute_of_a_widget_inside(ui: dict[str, Any]) -> None:
     _inner(ui, 0)["type"] = "Reroute"  # fed the CLIP and the prompt's STRING from outside
-
-
-def _unknown_inside(ui: dict[str, Any]) -> None:
-    _inner(ui, 4)["type"] = "VAEDecodeHyper"
 
 
 def _one_value_short(ui: dict[str, Any]) -> None:
@@ -248,7 +258,6 @@ def _extra_output(ui: dict[str, Any]) -> None:
         (_no_definition, "has no definition under 'extra.groupNodes'"),
         (_primitive_inside, "a PrimitiveNode of type LATENT inside a group node is not expanded"),
         (_reroute_of_a_widget_inside, "a Reroute carrying a widget value inside a group node"),
-        (_unknown_inside, "holds 1 node(s) of types this ComfyUI does not know"),
         (_one_value_short, "its 11 widget values do not line up with the 11 widgets"),
         (_inputs_reordered, "its inputs are not in the order this ComfyUI defines them"),
         (_inputs_swapped, "its input 'vae' (VAE) lines up with an inner input of type MODEL"),
@@ -267,7 +276,7 @@ def test_what_cannot_be_mapped_with_confidence_is_refused_in_one_line(
     message = str(info.value)
     assert fragment in message
     assert "node 10 (group node 'sampler')" in message
-    assert "Convert to nodes" in message or "install them" in message
+    assert "Convert to nodes" in message
     assert "\n" not in message
 
 

@@ -72,10 +72,20 @@ def expand(
             continue
         if name not in groups:
             raise TemplateImportError(f"{label} has no definition under 'extra.groupNodes'; {_FIX}")
+        if unknown_types(groups[name], object_info):
+            continue  # named with the other unknown node types by the converter
         if name not in layouts:
             layouts[name] = _Layout.of(groups[name], object_info, label)
         del nodes[node_id]
         nodes.update(_instance(node_id, instance, layouts[name], links, label))
+
+
+def unknown_types(definition: dict[str, Any], object_info: dict[str, Any]) -> list[str]:
+    """The node types inside a group node that this ComfyUI does not know."""
+    inner = definition.get("nodes")
+    types = [n.get("type") for n in inner if isinstance(n, dict)] if isinstance(inner, list) else []
+    frontend_only = NOTES | {PRIMITIVE, REROUTE}
+    return sorted({str(t) for t in types if t not in object_info and t not in frontend_only})
 
 
 @dataclass
@@ -132,18 +142,6 @@ class _Layout:
     def _map(self, object_info: dict[str, Any], label: str) -> None:
         """The frontend's GroupNodeConfig.registerType: inner node after inner node, its
         widgets, its unfed inputs and its outputs; then the converted widgets nothing feeds."""
-        frontend_only = NOTES | {PRIMITIVE, REROUTE}
-        unknown = [
-            repr(n.get("type"))
-            for n in self.nodes
-            if n.get("type") not in object_info and n.get("type") not in frontend_only
-        ]
-        if unknown:
-            raise TemplateImportError(
-                f"{label} holds {len(unknown)} node(s) of types this ComfyUI does not know "
-                f"(custom nodes that are not installed?): {', '.join(unknown)}; install them, "
-                f"or {EXPORT_HINT}"
-            )
         converted_later: list[tuple[int, dict[str, Any], list[tuple[int, str]]]] = []
         for index, node in enumerate(self.nodes):
             node_type = node.get("type")

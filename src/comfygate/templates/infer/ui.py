@@ -72,7 +72,8 @@ class _UIConverter:
             self.nodes[str(raw["id"])] = raw
         self.links: dict[Any, Link] = parse_links(data.get("links", []))
         expand(self.nodes, self.links, definitions(data))
-        groupnodes.expand(self.nodes, self.links, groupnodes.definitions(data), object_info)
+        self.groups = groupnodes.definitions(data)
+        groupnodes.expand(self.nodes, self.links, self.groups, object_info)
         self.fed: dict[str, list[Input]] = defaultdict(list)  # PrimitiveNode -> inputs
 
     def convert(self) -> Converted:
@@ -88,6 +89,10 @@ class _UIConverter:
                 continue  # followed or inlined where they are used
             info = self.object_info.get(class_type)
             if not isinstance(info, dict):
+                group = groupnodes.group_name(node)
+                if group is not None:  # a group node holding unknown node types
+                    inner = groupnodes.unknown_types(self.groups[group], self.object_info)
+                    label = f"node {node_id} (group node {group!r}, holding {', '.join(inner)})"
                 if self._connected(node):
                     unknown.append(label)
                 else:
