@@ -243,6 +243,13 @@ def _inner_inputs_missing(ui: dict[str, Any]) -> None:
     _inner(ui, 3)["inputs"] = []
 
 
+def _external_holding_a_node(ui: dict[str, Any]) -> None:
+    # Some saves hold the node itself in `external`: it matches no index in the frontend
+    # either, so the sampler's LATENT (used inside) is no output and the IMAGE is output 0.
+    definition = ui["extra"]["groupNodes"]["sampler"]
+    definition["external"] = [[definition["nodes"][3], 0, "LATENT"]]
+
+
 def _extra_input(ui: dict[str, Any]) -> None:
     _node(ui, 10)["inputs"].append({"name": "more", "type": "CLIP", "link": 1})
 
@@ -264,6 +271,7 @@ def _extra_output(ui: dict[str, Any]) -> None:
         (_inner_inputs_missing, "inner node 3 (KSampler): its input 1 is connected but the"),
         (_extra_input, "its input 'more' is connected but stands for no input"),
         (_extra_output, "its output 2 is connected but stands for no output"),
+        (_external_holding_a_node, "its output 1 is connected but stands for no output"),
     ],
 )
 def test_what_cannot_be_mapped_with_confidence_is_refused_in_one_line(
