@@ -155,10 +155,9 @@ class _Layout:
             info = object_info.get(str(node_type))
             if not isinstance(info, dict):
                 continue  # a note, or a PrimitiveNode feeding nothing: not part of the group
-            node_config = _part(self.config, str(index))
             slots, converted = self._widgets_and_slots(index, node, info, where)
-            self._inputs(index, node, slots, _part(node_config, "input"), where)
-            self._outputs(index, info, _part(node_config, "output"))
+            self._inputs(index, node, slots, _part(_part(self.config, str(index)), "input"), where)
+            self._outputs(index, info, self._shown_outputs(index))
             order = sorted(converted, key=str)  # JavaScript's default sort: as strings
             if order != list(range(len(slots), len(slots) + len(order))):
                 raise TemplateImportError(
@@ -185,7 +184,7 @@ class _Layout:
                 f"expanded; {_FIX}"
             )
         self.widgets.append((index, "value", True))
-        self._outputs(index, {"output": [types[0]]}, {})
+        self._outputs(index, {"output": [types[0]]}, self._shown_outputs(index))
 
     def _reroute(self, index: int, where: str) -> None:
         """A Reroute used inside only is no part of the group (the converter follows it);
@@ -197,9 +196,15 @@ class _Layout:
                 f"{where}: a Reroute carrying a widget value inside a group node is not "
                 f"expanded; {_FIX}"
             )
-        if (index, 0) not in self.inner_links:
+        fed_inside, used_inside = (index, 0) in self.inner_links, (index, 0) in self.used_inside
+        if fed_inside and used_inside and (index, 0) not in self.external:
+            return  # the frontend leaves it out of the group's definition
+        if not fed_inside:
             self.inputs.append((index, 0))
-        self._outputs(index, {"output": ["*"]}, {})
+        self._outputs(index, {"output": ["*"]}, self._shown_outputs(index))
+
+    def _shown_outputs(self, index: int) -> dict[str, Any]:
+        return _part(_part(self.config, str(index)), "output")
 
     def _inputs(
         self,
