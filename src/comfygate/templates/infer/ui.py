@@ -20,6 +20,7 @@ from typing import Any
 
 from comfygate.templates.infer import groupnodes
 from comfygate.templates.infer.formats import EXPORT_HINT, TemplateImportError, id_key
+from comfygate.templates.infer.grouplayout import unknown_types
 from comfygate.templates.infer.links import Link, parse_links
 from comfygate.templates.infer.nodeinfo import (
     WIDGET_TYPES,
@@ -91,7 +92,7 @@ class _UIConverter:
             if not isinstance(info, dict):
                 group = groupnodes.group_name(node)
                 if group is not None:  # a group node holding unknown node types
-                    inner = groupnodes.unknown_types(self.groups[group], self.object_info)
+                    inner = unknown_types(self.groups[group], self.object_info)
                     label = f"node {node_id} (group node {group!r}, holding {', '.join(inner)})"
                 if self._connected(node):
                     unknown.append(label)
