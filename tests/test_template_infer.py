@@ -840,7 +840,7 @@ def _bad_link() -> dict[str, Any]:
     ("make", "fragment"),
     [
         (_unknown_connected, "types this ComfyUI does not know (custom nodes that are not "),
-        (_group_node, "is a group node"),
+        (_group_node, "(group node 'Decode and save') has no definition under 'extra.groupNodes'"),
         (_misaligned, "widget values do not match this ComfyUI's KSampler"),
         (_bad_link, "link '1-4-0'"),
     ],

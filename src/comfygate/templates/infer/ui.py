@@ -1,15 +1,15 @@
 """UI format (what ComfyUI's 'Save' writes: ``nodes`` and ``links``) to API format.
 
 Only a ComfyUI's node definitions (GET /object_info) say which widget value is which input.
-The conversion follows ComfyUI's frontend: subgraphs are expanded first (``subgraphs``);
+The conversion follows ComfyUI's frontend: subgraphs are expanded first (``subgraphs``), then
+legacy group nodes (``workflow>...``, ``groupnodes``);
 widget values are mapped onto the inputs that are not link types (required then optional, in
 ``input_order``); the "control after generate" value after a seed (a string, or a boolean in
 early-2023 saves) is skipped; muted nodes are left out; bypassed nodes pass their input of the
 same type through; Reroute nodes are followed; PrimitiveNode values are written into every
 input they feed (and those inputs are remembered as tied: one parameter writes them all);
 Note and MarkdownNote nodes are dropped. Node types the ComfyUI does not know are named all
-at once when connected, left out with a note when not. Legacy group nodes (``workflow>...``)
-are refused with the fix (ComfyUI's "Convert to nodes").
+at once when connected, left out with a note when not.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfygate.templates.infer import groupnodes
 from comfygate.templates.infer.formats import EXPORT_HINT, TemplateImportError, id_key
+from comfygate.templates.infer.grouplayout import unknown_types
 from comfygate.templates.infer.links import Link, parse_links
 from comfygate.templates.infer.nodeinfo import (
     WIDGET_TYPES,
@@ -71,6 +73,8 @@ class _UIConverter:
             self.nodes[str(raw["id"])] = raw
         self.links: dict[Any, Link] = parse_links(data.get("links", []))
         expand(self.nodes, self.links, definitions(data))
+        self.groups = groupnodes.definitions(data)
+        groupnodes.expand(self.nodes, self.links, self.groups, object_info)
         self.fed: dict[str, list[Input]] = defaultdict(list)  # PrimitiveNode -> inputs
 
     def convert(self) -> Converted:
@@ -84,13 +88,12 @@ class _UIConverter:
                 continue
             if class_type in (REROUTE, PRIMITIVE):
                 continue  # followed or inlined where they are used
-            if class_type.startswith(("workflow>", "workflow/")):
-                raise TemplateImportError(
-                    f"{label} is a group node, which this import does not expand: in ComfyUI, "
-                    f"right-click it and 'Convert to nodes', or {EXPORT_HINT}"
-                )
             info = self.object_info.get(class_type)
             if not isinstance(info, dict):
+                group = groupnodes.group_name(node)
+                if group is not None:  # a group node holding unknown node types
+                    inner = unknown_types(self.groups[group], self.object_info)
+                    label = f"node {node_id} (group node {group!r}, holding {', '.join(inner)})"
                 if self._connected(node):
                     unknown.append(label)
                 else:
