@@ -34,7 +34,7 @@ def receiver() -> Iterator[Receiver]:
 
 def comfy_prompts_of(url: str, job_id: str) -> int:
     """How many prompts ComfyUI ran (or runs, or queues) for this job, by its output prefix."""
-    prefix = f"comfygate_{job_id}"
+    prefix = f"comfygate/{job_id}/out"
 
     def has_prefix(graph: dict[str, Any]) -> bool:
         return any(node["inputs"].get("filename_prefix") == prefix for node in graph.values())

@@ -73,7 +73,7 @@ def test_runs_with_the_jobs_own_prefix(open_client: FlaskClient, fake: FakeComfy
     job_id = resp.headers["X-Job-Id"]
     submitted = fake.submissions[-1]
     graph = submitted.get("prompt", submitted)
-    assert graph["2"]["inputs"]["filename_prefix"] == f"comfygate_{job_id}"
+    assert graph["2"]["inputs"]["filename_prefix"] == f"comfygate/{job_id}/out"
     assert "_meta" not in graph["1"]
 
 

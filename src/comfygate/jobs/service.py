@@ -35,6 +35,7 @@ from comfygate.comfy.events import (
     ExecutionStart,
     Progress,
 )
+from comfygate.comfy.folders import LocalFolders, job_output_prefix
 from comfygate.errors import (
     BackendUnavailable,
     BackendUnreachable,
@@ -116,6 +117,7 @@ class JobService:
         metrics: Metrics | None = None,
         cache: ResultCache | None = None,
         inputs: LocalStorage | None = None,
+        local_folders: Mapping[str, LocalFolders] | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -127,6 +129,8 @@ class JobService:
         self.events = JobEvents()
         self.metrics = metrics or Metrics()
         self.cache = cache
+        # Backends on this host, by name: a job's files there are removed once collected.
+        self.local_folders = dict(local_folders or {})
         self._by_key: dict[str, str] = {}  # cache key -> job id of the live job computing it
         self._lock = threading.RLock()
         self._live: dict[str, Job] = {}  # unfinished jobs (the store is the truth; this mirrors)
@@ -273,7 +277,7 @@ class JobService:
         """The job's own graph (a copy of its template's, with the values and its
         filename_prefix), and a 503 if no usable backend has what it needs."""
         template = self.templates.get(job.template)
-        job.graph = bind(template, job.params, f"comfygate_{job.id}")
+        job.graph = bind(template, job.params, job_output_prefix(job.id))
         runnable, reason = self.pool.check(requirements(job.graph))
         if not runnable:
             raise BackendUnavailable(reason)
@@ -416,7 +420,7 @@ class JobService:
             id=job_id,
             template=raw.RAW_TEMPLATE,
             params={},
-            graph=apply_output_prefix(copy.deepcopy(workflow), f"comfygate_{job_id}"),
+            graph=apply_output_prefix(copy.deepcopy(workflow), job_output_prefix(job_id)),
             owner=owner,
             inputs=sorted({i.filename() for i in images}),
         )
@@ -787,6 +791,8 @@ class JobService:
                 self.storage.delete_job(job_id)
                 self.inputs.delete_job(job_id)
                 self.store.delete(job_id)
+                for folders in self.local_folders.values():  # what the end of the job left
+                    folders.remove_job_outputs(job_id)
                 count += 1
         if count:
             log.info("retention sweep deleted %d jobs", count)
@@ -950,3 +956,18 @@ class JobService:
         self.events.publish(job.id, "done", public)
         if delivery is not None:
             self._wake_outbox()
+        if was_on_backend and job.backend in self.local_folders:
+            with contextlib.suppress(RuntimeError):  # shutting down: the retention sweep will
+                self._workers.submit(self._remove_backend_files, job)
+
+    def _remove_backend_files(self, job: Job) -> None:
+        """Delete an ended job's files on a ComfyUI on this host: its output folder (the
+        outputs are in storage by now) and the input images no unfinished job also uses.
+        Checked and deleted under the lock: a job that needs an image is in ``_live`` before
+        it uploads it, so nothing it needs goes away."""
+        folders = self.local_folders[job.backend or ""]
+        folders.remove_job_outputs(job.id)
+        if job.inputs:
+            with self._lock:
+                needed = {name for j in self._live.values() for name in j.inputs}
+                folders.remove_inputs(n for n in job.inputs if n not in needed)
