@@ -102,6 +102,32 @@ def test_the_sweep_keeps_what_an_unfinished_job_needs(
     assert (folders.output / "ComfyUI_00001_.png").exists()
 
 
+def test_the_retention_sweep_removes_what_a_job_left_on_comfyui(
+    make_app: MakeApp, fake: FakeComfyUI, tmp_path: Path
+) -> None:
+    """Files written after a job's end (a cancelled prompt ComfyUI still ran) go with the job."""
+    app = make_app([fake.url], job_retention_s=0.2)
+    gateway: Gateway = app.extensions["comfygate"]
+    assert gateway.jobs is not None
+    assert gateway.pool is not None
+    [backend] = gateway.pool.backends
+    client = app.test_client()
+    resp = client.post("/v1/generate", json={"template": "solid", "width": 8, "height": 8})
+    assert resp.status_code == 200
+    job_id = resp.headers["X-Job-Id"]
+    # Known as local only from now on: the sweep at the job's end did not run for it.
+    folders = LocalFolders(tmp_path / "comfy")
+    gateway.jobs.local_folders = {backend: folders}
+    late = folders.job_outputs(job_id) / "out_00002_.png"
+    late.parent.mkdir(parents=True)
+    late.write_bytes(b"png")
+
+    jobs = gateway.jobs
+    assert wait_for(lambda: jobs.sweep() == 1, 5)
+    assert client.get(f"/v1/jobs/{job_id}").status_code == 404
+    assert not folders.job_outputs(job_id).exists()
+
+
 @pytest.mark.comfyui
 def test_local_comfyui_outputs_land_in_the_jobs_subfolder_and_are_swept(
     make_app: MakeApp,
