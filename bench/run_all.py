@@ -35,6 +35,7 @@ BENCHMARKS: list[tuple[str, bool]] = [
     ("concurrency", False),
     ("scaling", False),
     ("growth", False),
+    ("backend_growth", False),  # starts its own ComfyUI: it empties and restarts it
 ]
 
 

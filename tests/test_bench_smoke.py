@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ["overhead", "completion", "repetition", "load", "concurrency", "scaling", "growth"]
+BENCHMARKS = [
+    "overhead",
+    "completion",
+    "repetition",
+    "load",
+    "concurrency",
+    "scaling",
+    "growth",
+    "backend_growth",
+]
 REAL_PARTS = {"overhead", "completion", "repetition"}  # have --no-real / --no-peer
 
 pytest.importorskip("matplotlib", reason="the bench extra (matplotlib) is not installed")

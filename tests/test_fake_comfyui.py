@@ -366,6 +366,28 @@ def test_identical_prompt_is_all_cached(fake: FakeComfyUI, http: Http, connect: 
     assert entry["status"]["messages"][1][1]["nodes"] == ["1", "2", "3"]
 
 
+def test_subfolder_prefix_like_recording(http: Http, connect: Connect) -> None:
+    """A filename_prefix with folders (the gateway's ``comfygate/<job id>/out``): the file is
+    numbered within that folder, /history reports the folder as ``subfolder``, and /view
+    serves it with that subfolder, byte for byte as the real server did."""
+    ws = connect()
+    response = http.post("/prompt", json=recorded_body(81))
+    prompt_id = assert_like_recording(response, sample_by_number(81))["prompt_id"]
+    ws.until(is_done(prompt_id))
+    recorded_history = sample_by_number(82)
+    history = assert_like_recording(http.get(f"/history/{prompt_id}"), recorded_history, by_id)
+    expected = history_entry(recorded_history["response"]["body"])
+    assert history_entry(history)["outputs"] == expected["outputs"]
+    recorded_view = sample_by_number(83)
+    view = http.get("/view", params=recorded_view["request"]["params"])
+    assert_like_recording(view, recorded_view)
+    assert (
+        view.headers["Content-Disposition"]
+        == recorded_view["response"]["headers"]["Content-Disposition"]
+    )
+    assert view.content == (SAMPLES / "view-subfolder.png").read_bytes()
+
+
 def test_prompt_without_client_id(fake: FakeComfyUI, http: Http, connect: Connect) -> None:
     submitter = connect("submitter")
     other = connect("other")

@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
+from comfygate.comfy.folders import job_output_prefix
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp, body
 from tests.helpers import comfy_idle, wait_for
@@ -84,14 +85,15 @@ def test_the_graph_sent_to_comfyui_is_the_bound_template(
     client: FlaskClient, fake: FakeComfyUI
 ) -> None:
     prompt = 'a "quoted" {prompt}\n with }]) JSON-ish text'
-    client.post(
+    resp = client.post(
         "/v1/generate", json={"prompt": prompt, "width": 64, "height": 64, "steps": 1, "seed": 3}
     )
     [submission] = fake.submissions
     graph = submission["prompt"]
     assert graph["6"]["inputs"]["text"] == prompt
     assert graph["3"]["inputs"]["seed"] == 3
-    assert graph["9"]["inputs"]["filename_prefix"].startswith("comfygate_")
+    # The job's own subfolder: ComfyUI's numbering scan lists only this job's files.
+    assert graph["9"]["inputs"]["filename_prefix"] == job_output_prefix(resp.headers["X-Job-Id"])
     assert set(graph) == {"3", "4", "5", "6", "7", "8", "9"}
     assert submission["client_id"]
     assert submission["prompt_id"]

@@ -14,8 +14,8 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 
+from comfygate.comfy.folders import job_output_prefix
 from comfygate.comfy.local import LocalComfyUI
-from comfygate.jobs.service import output_prefix
 from tests.conftest import MakeApp, body
 from tests.helpers import comfy_idle, parse_sse, wait_for
 from tests.processes import GatewayProcess
@@ -36,7 +36,7 @@ def receiver() -> Iterator[Receiver]:
 
 def comfy_prompts_of(url: str, job_id: str) -> int:
     """How many prompts ComfyUI ran (or runs, or queues) for this job, by its output prefix."""
-    prefix = output_prefix(job_id)
+    prefix = job_output_prefix(job_id)
 
     def has_prefix(graph: dict[str, Any]) -> bool:
         return any(node["inputs"].get("filename_prefix") == prefix for node in graph.values())

@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 from PIL import Image
 
-from comfygate.jobs.service import output_prefix
+from comfygate.comfy.folders import job_output_prefix
 from comfygate.templates import raw
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp, body
@@ -74,7 +74,7 @@ def test_runs_with_the_jobs_own_prefix(open_client: FlaskClient, fake: FakeComfy
     job_id = resp.headers["X-Job-Id"]
     submitted = fake.submissions[-1]
     graph = submitted.get("prompt", submitted)
-    assert graph["2"]["inputs"]["filename_prefix"] == output_prefix(job_id)
+    assert graph["2"]["inputs"]["filename_prefix"] == job_output_prefix(job_id)
     assert "_meta" not in graph["1"]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from comfygate.backends.pool import BackendPool
+from comfygate.comfy.folders import LocalFolders
 from comfygate.comfy.local import LocalComfyUI, LocalComfyUIConfig
 from comfygate.config import ConfigError, Settings, prepare_data_dir
 from comfygate.egress import EgressPolicy
@@ -28,6 +29,8 @@ from comfygate.templates import TemplateRegistry
 from comfygate.templates.limits import CostLimits
 
 log = logging.getLogger(__name__)
+
+LOCAL_BACKEND = "local"  # the managed local ComfyUI's name in the pool
 
 
 def claim_data_dir(data_dir: Path) -> IO[str]:
@@ -88,7 +91,7 @@ class Gateway:
             log.info("starting the local ComfyUI (first start takes a few seconds)")
             url = self.local.start()
             self.local.watch()
-            specs.append(f"local={url}")
+            specs.append(f"{LOCAL_BACKEND}={url}")
         self.pool = BackendPool(
             specs,
             connect_timeout_s=self.settings.connect_timeout_s,
@@ -128,6 +131,9 @@ class Gateway:
                 self.data_dir / "jobs.sqlite3",
                 self.data_dir / "cache",
                 int(self.settings.cache_max_mb * 1024 * 1024),
+            ),
+            local_folders=(
+                {LOCAL_BACKEND: LocalFolders(self.local.base_dir)} if self.local else None
             ),
         )
         pool = self.pool

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import logging
 import threading
@@ -48,6 +47,7 @@ from comfygate.comfy.events import (
     ExecutionStart,
     Progress,
 )
+from comfygate.comfy.folders import LocalFolders, job_output_prefix
 from comfygate.errors import (
     BackendUnavailable,
     BackendUnreachable,
@@ -97,14 +97,6 @@ class ServiceOptions:
     limits: CostLimits = field(default_factory=CostLimits)
 
 
-def output_prefix(job_id: str) -> str:
-    """The ``filename_prefix`` a job's output nodes get. ComfyUI writes the whole prompt,
-    this prefix included, into every PNG it saves, and a cache hit serves those very bytes to
-    whoever asks next (another key too): so the prefix is a one-way digest of the job id, which
-    names no job, rather than the id itself."""
-    return "comfygate_" + hashlib.sha256(job_id.encode()).hexdigest()[:32]
-
-
 def _image_names(
     template: Template, given: dict[str, Any], images: Mapping[str, CheckedImage]
 ) -> list[str]:
@@ -146,6 +138,7 @@ class JobService:
         metrics: Metrics | None = None,
         cache: ResultCache | None = None,
         inputs: LocalStorage | None = None,
+        local_folders: Mapping[str, LocalFolders] | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -157,6 +150,8 @@ class JobService:
         self.events = JobEvents()
         self.metrics = metrics or Metrics()
         self.cache = cache
+        # Backends on this host, by name: a job's files there are removed once collected.
+        self.local_folders = dict(local_folders or {})
         self._by_key: dict[str, str] = {}  # cache key -> job id of the live job computing it
         self._lock = threading.RLock()
         self._live: dict[str, Job] = {}  # unfinished jobs (the store is the truth; this mirrors)
@@ -304,7 +299,7 @@ class JobService:
         """The job's own graph (a copy of its template's, with the values and its
         filename_prefix), and a 503 if no usable backend has what it needs."""
         template = self.templates.get(job.template)
-        job.graph = bind(template, job.params, output_prefix(job.id))
+        job.graph = bind(template, job.params, job_output_prefix(job.id))
         runnable, reason = self.pool.check(requirements(job.graph))
         if not runnable:
             raise BackendUnavailable(reason)
@@ -451,7 +446,7 @@ class JobService:
             id=job_id,
             template=raw.RAW_TEMPLATE,
             params={},
-            graph=apply_output_prefix(copy.deepcopy(workflow), output_prefix(job_id)),
+            graph=apply_output_prefix(copy.deepcopy(workflow), job_output_prefix(job_id)),
             owner=owner,
             inputs=sorted({i.filename() for i in images}),
         )
@@ -861,6 +856,8 @@ class JobService:
                 self.storage.delete_job(job_id)
                 self.inputs.delete_job(job_id)
                 self.store.delete(job_id)
+                for folders in self.local_folders.values():  # what the end of the job left
+                    folders.remove_job_outputs(job_id)
                 count += 1
         if count:
             log.info("retention sweep deleted %d jobs", count)
@@ -1063,3 +1060,18 @@ class JobService:
         self.events.publish(job.id, "done", public)
         if delivery is not None:
             self._wake_outbox()
+        if was_on_backend and job.backend in self.local_folders:
+            with contextlib.suppress(RuntimeError):  # shutting down: the retention sweep will
+                self._workers.submit(self._remove_backend_files, job)
+
+    def _remove_backend_files(self, job: Job) -> None:
+        """Delete an ended job's files on a ComfyUI on this host: its output folder (the
+        outputs are in storage by now) and the input images no unfinished job also uses.
+        Checked and deleted under the lock: a job that needs an image is in ``_live`` before
+        it uploads it, so nothing it needs goes away."""
+        folders = self.local_folders[job.backend or ""]
+        folders.remove_job_outputs(job.id)
+        if job.inputs:
+            with self._lock:
+                needed = {name for j in self._live.values() for name in j.inputs}
+                folders.remove_inputs(n for n in job.inputs if n not in needed)
