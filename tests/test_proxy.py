@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp
+from tests.helpers import parse_sse
 
 PROXY = {"REMOTE_ADDR": "10.9.9.9"}  # where every request comes from: the proxy
 
@@ -59,3 +60,36 @@ def test_the_access_log_names_the_client_the_trusted_proxy_saw(
         assert get(app.test_client(), "203.0.113.7") == 200
         (line,) = [r for r in caplog.records if r.getMessage() == "request"]
         assert line.__dict__["client"] == client
+
+
+def test_job_urls_carry_the_prefix_only_from_a_trusted_proxy(
+    fake: FakeComfyUI, make_app: MakeApp
+) -> None:
+    """Behind a proxy at /comfygate, a client follows a job's output url through the proxy
+    as it is: in the job object, the job list, the event stream and a batch."""
+    headers = {"X-Forwarded-Prefix": "/comfygate"}
+    for trusted, prefix in ((0, ""), (1, "/comfygate")):
+        client = make_app([fake.url], trusted_proxies=trusted).test_client()
+        made = client.post(
+            "/v1/generate",
+            json={"template": "solid", "cache": False},
+            headers={**headers, "Accept": "application/json"},
+        ).get_json()
+        expected = f"{prefix}/v1/outputs/{made['id']}/{made['outputs'][0]['filename']}"
+        assert made["outputs"][0]["url"] == expected
+        read = client.get(f"/v1/jobs/{made['id']}", headers=headers).get_json()
+        assert read["outputs"][0]["url"] == expected
+        listed = client.get("/v1/jobs", headers=headers).get_json()["jobs"][0]
+        assert listed["outputs"][0]["url"] == expected
+        events = parse_sse(
+            client.get(f"/v1/jobs/{made['id']}/events", headers=headers).get_data(as_text=True)
+        )
+        assert [d["url"] for name, d in events if name == "output"] == [expected]
+        batch = client.post("/v1/batches", json={"template": "solid", "items": [{}]}).get_json()
+        shown = client.get(f"/v1/batches/{batch['id']}", headers=headers).get_json()
+        assert shown["archive_url"] == f"{prefix}/v1/batches/{batch['id']}/archive"
+        # The path itself is the proxy's to strip: the gateway serves the unprefixed one.
+        assert (
+            client.get(f"/v1/outputs/{made['id']}/{made['outputs'][0]['filename']}").status_code
+            == 200
+        )

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from comfygate.api import auth, engine
+from comfygate.api import auth, engine, urls
 from comfygate.api.body import bool_field, json_object
 from comfygate.errors import Conflict, NotFound, ValidationFailed
 from comfygate.jobs.model import Job, JobStatus
@@ -74,8 +74,8 @@ def _public(batch: dict[str, Any], jobs: list[Job]) -> dict[str, Any]:
         "total": len(batch["jobs"]),
         "counts": {s.value: counts.get(s.value, 0) for s in JobStatus},
         "done": all(j.status.terminal for j in jobs),
-        "jobs": [j.public() for j in jobs],
-        "archive_url": f"/v1/batches/{batch['id']}/archive",
+        "jobs": [urls.job(j) for j in jobs],
+        "archive_url": f"{urls.prefix()}/v1/batches/{batch['id']}/archive",
     }
 
 

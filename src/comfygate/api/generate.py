@@ -6,7 +6,7 @@ import contextlib
 
 from flask import Blueprint, Response, jsonify, request, send_file
 
-from comfygate.api import auth, engine, waits
+from comfygate.api import auth, engine, urls, waits
 from comfygate.api.body import Body, read_body
 from comfygate.api.images import run_request_with_images
 from comfygate.errors import Conflict, Timeout, ValidationFailed, from_code
@@ -86,6 +86,6 @@ def _answer(job: Job) -> Response:
                 resp = send_file(path, mimetype=output.content_type, download_name=output.filename)
                 resp.headers.update(headers)
                 return resp
-    resp = jsonify(job.public())
+    resp = jsonify(urls.job(job))
     resp.headers.update(headers)
     return resp

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from comfygate.api import auth, engine, waits
+from comfygate.api import auth, engine, urls, waits
 from comfygate.api.body import Body, read_body
 from comfygate.api.images import RESOLVER, run_request_with_images
 from comfygate.errors import BadRequest, ValidationFailed
@@ -69,7 +69,7 @@ def submit_from(body: Body) -> Response:
         owner=auth.creating_owner(),
         images=images,
     )
-    resp = jsonify(job.public())
+    resp = jsonify(urls.job(job))
     resp.status_code = 202
     resp.headers["Location"] = f"/v1/jobs/{job.id}"
     return resp
@@ -78,13 +78,13 @@ def submit_from(body: Body) -> Response:
 @bp.get("/v1/jobs/<job_id>")
 def get(job_id: str) -> Response:
     jobs = engine.jobs()
-    return jsonify(jobs.get(job_id, auth.visible_owner()).public())
+    return jsonify(urls.job(jobs.get(job_id, auth.visible_owner())))
 
 
 @bp.delete("/v1/jobs/<job_id>")
 def cancel(job_id: str) -> Response:
     jobs = engine.jobs()
-    return jsonify(jobs.cancel(job_id, owner=auth.visible_owner()).public())
+    return jsonify(urls.job(jobs.cancel(job_id, owner=auth.visible_owner())))
 
 
 @bp.get("/v1/jobs")
@@ -102,7 +102,7 @@ def list_jobs() -> Response:
     jobs, next_cursor = engine.jobs().page(status, limit, cursor, owner=auth.visible_owner())
     return jsonify(
         {
-            "jobs": [j.public() for j in jobs],
+            "jobs": [urls.job(j) for j in jobs],
             "next_cursor": None if next_cursor is None else str(next_cursor),
         }
     )
@@ -132,18 +132,19 @@ def events(job_id: str) -> Response:
     heartbeat = engine.settings().sse_heartbeat_s
     service.get(job_id, auth.visible_owner())  # 404 before the stream starts, not an empty one
     release = waits.acquire()  # given back when the server closes the response
+    base = urls.prefix()  # the stream runs outside the request
 
     def stream() -> Iterator[str]:
         with service.events.subscribe(job_id) as updates:
             # Subscribed first, then the current state: nothing falls between the two.
             job = service.get(job_id)
-            yield _sse("status", job.public())
+            yield _sse("status", urls.job(job, base))
             if job.progress:
                 yield _sse("progress", job.progress)
             if job.status.terminal:
-                for output in job.public()["outputs"]:
+                for output in urls.job(job, base)["outputs"]:
                     yield _sse("output", output)
-                yield _sse("done", job.public())
+                yield _sse("done", urls.job(job, base))
                 return
             while True:
                 try:
@@ -153,7 +154,7 @@ def events(job_id: str) -> Response:
                     continue
                 if kind == CLOSING:
                     return  # the gateway is stopping: the client reconnects to the next one
-                yield _sse(kind, data)
+                yield _sse(kind, urls.event(kind, data, base))
                 if kind == "done":
                     return
 

@@ -13,7 +13,7 @@ import contextlib
 
 from flask import Blueprint, Response, jsonify
 
-from comfygate.api import auth, engine, waits
+from comfygate.api import auth, engine, urls, waits
 from comfygate.api.body import bool_field, json_object, timeout_field
 from comfygate.api.generate import wait_and_answer
 from comfygate.api.images import image_bytes
@@ -72,7 +72,7 @@ def run() -> Response:
             graph, allowed, owner=auth.creating_owner(), images=list(images.values())
         )
         if not wait:
-            resp = jsonify(job.public())
+            resp = jsonify(urls.job(job))
             resp.status_code = 202
             resp.headers["Location"] = f"/v1/jobs/{job.id}"
             return resp

@@ -140,8 +140,9 @@ class Job:
         data["outputs"] = [Output(**o) for o in data.get("outputs") or []]
         return cls(**data)
 
-    def public(self) -> dict[str, Any]:
-        """The job object of API.md (no backend URL, no graph)."""
+    def public(self, prefix: str = "") -> dict[str, Any]:
+        """The job object of API.md (no backend URL, no graph). ``prefix``: the path the
+        gateway is served under behind a proxy (output urls carry it)."""
         return {
             "id": self.id,
             "status": self.status.value,
@@ -151,7 +152,7 @@ class Job:
             "outputs": [
                 {
                     "filename": o.filename,
-                    "url": f"/v1/outputs/{self.id}/{o.filename}",
+                    "url": f"{prefix}/v1/outputs/{self.id}/{o.filename}",
                     "content_type": o.content_type,
                     "size": o.size,
                 }
