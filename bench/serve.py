@@ -1,7 +1,7 @@
 """``comfygate serve``, plus waitress adjustments the CLI does not offer (yet).
 
-Builds the app and the server exactly as ``comfygate serve`` does (same settings sources, the
-same ``comfygate.wsgi_server.build_server``) and applies ``--waitress NAME=VALUE`` on top, e.g.
+Runs the gateway exactly as ``comfygate serve`` does (``comfygate.serving.run``: the same
+settings sources, server, graceful stop) and applies ``--waitress NAME=VALUE`` on top, e.g.
 ``--waitress connection_limit=2000 --waitress asyncore_use_poll=true``. The benchmarks use it
 only where they measure such an adjustment; everything else runs the real ``comfygate serve``.
 """
@@ -9,13 +9,10 @@ only where they measure such an adjustment; everything else runs the real ``comf
 from __future__ import annotations
 
 import argparse
-import signal
-from types import FrameType
 from typing import Any
 
-from comfygate.app import create_app
 from comfygate.config import load_settings
-from comfygate.wsgi_server import build_server
+from comfygate.serving import run
 
 
 def _value(text: str) -> Any:
@@ -44,26 +41,11 @@ def main() -> None:
             "threads": args.threads,
         },
     )
-    app = create_app(settings=settings)
-    gateway = app.extensions["comfygate"]
     adjustments: dict[str, Any] = {}
     for item in args.waitress:
         name, _, value = item.partition("=")
         adjustments[name.strip()] = _value(value.strip())
-    server = build_server(app, settings, **adjustments)
-
-    def _graceful(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(0)  # as in serving.run: waitress' run() shuts down on SystemExit
-
-    signal.signal(signal.SIGTERM, _graceful)
-    signal.signal(signal.SIGINT, _graceful)
-    try:
-        server.run()
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        server.close()
-        gateway.stop()
+    run(settings, waitress=adjustments)
 
 
 if __name__ == "__main__":

@@ -179,8 +179,9 @@ def print_config(settings: Settings, sources: dict[str, str]) -> None:
         click.echo(f"comfygate: warning: {warning}", err=True)
 
 
-def run(settings: Settings) -> None:
-    """Serve until SIGTERM or Ctrl-C; exit 1 with one line if the gateway cannot start."""
+def run(settings: Settings, waitress: dict[str, Any] | None = None) -> None:
+    """Serve until SIGTERM or Ctrl-C; exit 1 with one line if the gateway cannot start.
+    ``waitress``: server adjustments on top of ``build_server``'s (bench/serve.py's)."""
     from comfygate.api.auth import EXTENSION as KEYS
     from comfygate.app import create_app
     from comfygate.wsgi_server import build_server
@@ -205,7 +206,7 @@ def run(settings: Settings) -> None:
             settings.host,
         )
     try:
-        server = build_server(app, settings)
+        server = build_server(app, settings, **(waitress or {}))
     except OSError as exc:
         gateway.stop()
         click.echo(
