@@ -13,8 +13,9 @@ import requests
 from flask.testing import FlaskClient
 
 from comfygate.comfy.local import LocalComfyUI
+from comfygate.comfy.object_info import combo_options
 from comfygate.templates import Template, TemplateRegistry, bind, resolve_params, validate_params
-from comfygate.templates.check import Problem, blocks, check_template, combo_options
+from comfygate.templates.check import Problem, blocks, check_template
 from comfygate.templates.registry import parse_template
 from comfygate.testing.fake_comfyui import DEFAULT_CHECKPOINT, FakeComfyUI, _node_definitions
 from tests.conftest import MakeApp, body
@@ -63,8 +64,9 @@ def _with_models(info: dict[str, Any], template: Template) -> dict[str, Any]:
         for target in param.parsed_targets if param.model_folder else []:
             class_type = template.workflow[target.node]["class_type"]
             spec = info[class_type]["input"]["required"][target.input]
-            choices = combo_options(spec)
-            assert choices is not None
+            assert combo_options(spec) is not None
+            # The choices list itself, in either combo form.
+            choices = spec[0] if isinstance(spec[0], list) else spec[1]["options"]
             choices.append(param.default)
     return info
 

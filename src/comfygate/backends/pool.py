@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from comfygate.backends.requirements import Missing, Requirements, _choices, missing
+from comfygate.backends.requirements import Missing, Requirements, missing
 from comfygate.comfy.client import ComfyClient
 from comfygate.comfy.events import Event, QueueStatus
 from comfygate.comfy.listener import WebsocketListener
+from comfygate.comfy.object_info import combo_options, input_spec
 from comfygate.errors import BackendUnavailable, BackendUnreachable
 
 log = logging.getLogger(__name__)
@@ -114,11 +115,8 @@ class Backend:
 
     def model_choices(self, folder: str) -> list[str]:
         node, name = MODEL_INPUTS.get(folder, ("", ""))
-        try:
-            spec = self.object_info[node]["input"]["required"][name]
-        except (KeyError, IndexError, TypeError):
-            return []
-        return _choices(spec) or []  # either combo form (UpscaleModelLoader has the newer)
+        # Either combo form (UpscaleModelLoader has the newer): comfy/object_info.py reads both.
+        return [str(v) for v in combo_options(input_spec(self.object_info, node, name)) or []]
 
     def status(self, *, show_url: bool = False) -> dict[str, Any]:
         models = sum(len(self.model_choices(folder)) for folder in MODEL_INPUTS)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfygate.comfy.object_info import combo_options, input_spec, is_upload
+
 
 @dataclass(frozen=True)
 class Requirements:
@@ -45,18 +47,6 @@ def requirements(graph: dict[str, Any]) -> Requirements:
     return Requirements(frozenset(types), frozenset(choices))
 
 
-def _choices(spec: Any) -> list[str] | None:
-    """The allowed values of an input spec, in the old ``[[...], {}]`` or the newer
-    ``["COMBO", {"options": [...]}]`` form; None when the input is not a list."""
-    if not isinstance(spec, list) or not spec:
-        return None
-    if isinstance(spec[0], list):
-        return [str(v) for v in spec[0]]
-    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
-        return [str(v) for v in spec[1].get("options", [])]
-    return None
-
-
 def missing(req: Requirements, object_info: dict[str, Any]) -> Missing:
     if not object_info:
         return Missing(node_types=tuple(sorted(req.node_types)))
@@ -66,21 +56,10 @@ def missing(req: Requirements, object_info: dict[str, Any]) -> Missing:
         info = object_info.get(class_type)
         if not isinstance(info, dict):
             continue
-        declared = info.get("input") or {}
-        spec = (declared.get("required") or {}).get(name) or (declared.get("optional") or {}).get(
-            name
-        )
-        allowed = _choices(spec)
+        spec = input_spec(object_info, class_type, name)
+        choices = combo_options(spec)
+        allowed = None if choices is None else [str(v) for v in choices]
         # LoadImage-style inputs list files the gateway uploads just before it submits.
-        if allowed is not None and value not in allowed and not _is_upload(spec):
+        if allowed is not None and value not in allowed and not is_upload(spec):
             values.append((class_type, name, value))
     return Missing(absent, tuple(values))
-
-
-def _is_upload(spec: Any) -> bool:
-    return (
-        isinstance(spec, list)
-        and len(spec) > 1
-        and isinstance(spec[1], dict)
-        and bool(spec[1].get("image_upload") or spec[1].get("upload"))
-    )

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from comfygate.comfy.object_info import combo_options, declared_inputs
 from comfygate.templates.model import Template
 from comfygate.templates.raw import is_link
 
@@ -51,34 +52,6 @@ class _Unknown:
 
 
 _UNKNOWN = _Unknown()
-
-
-def _declared_inputs(info: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
-    """Every input a node declares (name -> spec) and the names of the required ones."""
-    inputs = info.get("input") if isinstance(info.get("input"), dict) else {}
-    declared: dict[str, Any] = {}
-    required: set[str] = set()
-    for section in ("required", "optional", "hidden"):
-        entries = inputs.get(section) if isinstance(inputs, dict) else None
-        if not isinstance(entries, dict):
-            continue
-        declared.update(entries)
-        if section == "required":
-            required.update(entries)
-    return declared, required
-
-
-def combo_options(spec: Any) -> list[Any] | None:
-    """The choices of a combo input, or None if the input is not a combo. ComfyUI sends
-    ``[[choices...], {...}]``; newer nodes ``["COMBO", {"options": [...]}]``."""
-    if not isinstance(spec, list) or not spec:
-        return None
-    if isinstance(spec[0], list):
-        return spec[0]
-    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
-        options = spec[1].get("options")
-        return options if isinstance(options, list) else []
-    return None
 
 
 def _effective_values(template: Template) -> dict[tuple[str, str], Any]:
@@ -158,7 +131,7 @@ def check_template(template: Template, object_info: dict[str, Any]) -> list[Prob
                 )
             )
             continue
-        declared, required = _declared_inputs(info)
+        declared, required = declared_inputs(info)
         inputs: dict[str, Any] = node.get("inputs") or {}
         ignored = FRONTEND_WIDGETS | _format_widgets(declared)
         for name, workflow_value in inputs.items():
@@ -224,7 +197,7 @@ def _empty_model_folders(template: Template, object_info: dict[str, Any]) -> lis
             info = object_info.get(class_type)
             if not isinstance(info, dict):
                 continue  # already reported as an unknown node type
-            options = combo_options(_declared_inputs(info)[0].get(target.input))
+            options = combo_options(declared_inputs(info)[0].get(target.input))
             if options is not None and not options:
                 problems.append(
                     Problem(

@@ -3,10 +3,12 @@ bounds and choices. And telling a file that is no /object_info from one that is.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
+from comfygate.comfy.object_info import ordered_inputs, spec_kind
 from comfygate.templates.infer.formats import TemplateImportError
+
+__all__ = ["ordered_inputs", "spec_kind"]  # read here by the UI conversion and group nodes
 
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 PARAM_TYPES = {"INT": "integer", "FLOAT": "number", "STRING": "string", "BOOLEAN": "boolean"}
@@ -30,30 +32,6 @@ def check_object_info(object_info: Any) -> dict[str, Any]:
             f"with 'input'): {hint}"
         )
     return object_info
-
-
-def ordered_inputs(info: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    """(name, spec) of a node type's required then optional inputs, in ComfyUI's order."""
-    spec_groups, order = _dict(info.get("input")), _dict(info.get("input_order"))
-    for group in ("required", "optional"):
-        specs = _dict(spec_groups.get(group))
-        names = order[group] if isinstance(order.get(group), list) else list(specs)
-        for input_name in names:
-            if input_name in specs:
-                yield input_name, specs[input_name]
-
-
-def spec_kind(spec: Any) -> tuple[str, dict[str, Any], list[Any] | None]:
-    """(type, options, choices) of an input spec: choices for a combo (either form)."""
-    if not isinstance(spec, list | tuple) or not spec:
-        return "", {}, None
-    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    if isinstance(spec[0], list):
-        return "COMBO", options, list(spec[0])
-    if spec[0] == "COMBO":
-        choices = options.get("options")
-        return "COMBO", options, list(choices) if isinstance(choices, list) else []
-    return (spec[0] if isinstance(spec[0], str) else ""), options, None
 
 
 def input_spec(
