@@ -163,6 +163,14 @@ def test_nginx_in_front_with_tls_a_sub_path_and_unbuffered_events(tmp_path: Path
                 assert created.headers["Location"] == f"/comfygate/v1/jobs/{job_id}"
                 followed = http.get(origin + created.headers["Location"], timeout=10)
                 assert followed.json()["id"] == job_id
+                # A browser's POST from the gateway's own page (its public origin) passes the
+                # cross-site check through the proxy; another site's is refused.
+                own = http.post(
+                    f"{base}/v1/jobs", json={"template": "solid"}, headers={"Origin": origin}
+                )
+                assert own.status_code == 202, own.text
+                other = {"Origin": "https://evil.example"}
+                assert http.post(f"{base}/v1/jobs", json={}, headers=other).status_code == 403
 
                 with http.get(f"{base}/v1/jobs/{job_id}/events", stream=True, timeout=10) as s:
                     assert s.headers["Content-Type"].startswith("text/event-stream")

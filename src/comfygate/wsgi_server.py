@@ -11,6 +11,9 @@ What the settings are for (docs/SECURITY.md, docs/BENCHMARKS.md):
   a request, or stalls in the middle of its headers, no longer holds one of the
   ``connection_limit`` places for minutes; a request being answered (a long generation, an
   event stream) is never cut by it;
+* ``clear_untrusted_proxy_headers``: waitress drops ``X-Forwarded-For``/``-Proto``/``-Host``
+  (not ``-Prefix``) before the application sees them; with ``TRUSTED_PROXIES`` they must reach
+  werkzeug's ProxyFix (comfygate/proxy.py), which believes exactly that many proxies;
 * ``max_request_body_size`` = ``MAX_BODY_MB``: a larger ``Content-Length`` is refused from
   the header, before the body is read (waitress would otherwise spool up to 1 GiB of it
   before the application sees the request).
@@ -97,6 +100,7 @@ def build_server(
         "channel_timeout": max(1, round(settings.idle_timeout_s)),
         "cleanup_interval": CLEANUP_INTERVAL_S,
         "max_request_body_size": settings.max_body_bytes,
+        "clear_untrusted_proxy_headers": settings.trusted_proxies == 0,
         **overrides,
     }
     server = create_server(app, **options)
