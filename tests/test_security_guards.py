@@ -183,3 +183,13 @@ def test_right_keys_are_not_counted(fake: FakeComfyUI, make_app: MakeApp) -> Non
     client = make_app([fake.url], api_keys=GOOD, auth_failure_limit="2/minute").test_client()
     good = {"Authorization": f"Bearer {GOOD}"}
     assert all(client.get("/v1/jobs", headers=good).status_code == 200 for _ in range(10))
+
+
+def test_requests_without_a_key_do_not_lock_an_address_out(
+    fake: FakeComfyUI, make_app: MakeApp
+) -> None:
+    """A probe without a key (a monitor, a misconfigured client) guesses nothing: it gets its
+    401s, and the keyed clients behind the same address keep working."""
+    client = make_app([fake.url], api_keys=GOOD, auth_failure_limit="3/minute").test_client()
+    assert [client.get("/v1/jobs").status_code for _ in range(6)] == [401] * 6
+    assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {GOOD}"}).status_code == 200

@@ -2,9 +2,10 @@
 20 a minute), so keys can not be guessed at the speed of the server.
 
 ``RATE_LIMIT`` can not do this: it counts per key, after authentication, and a wrong key never
-gets that far. So every 401 is counted here against the client's address (behind trusted
-proxies, the forwarded one), and an address over the limit gets 429 ``rate_limited`` with
-``Retry-After`` before its key is even looked at. Requests with a valid key are not counted.
+gets that far. So every 401 to a request that presented a key is counted here against the
+client's address (behind trusted proxies, the forwarded one), and past the limit a request
+from that address that presents a key gets 429 ``rate_limited`` with ``Retry-After`` before
+its key is even looked at. Valid keys and requests without a key are not counted.
 
 The counting is the ``limits`` library's (the one flask-limiter uses), in the same storage as
 the rate limits (Redis when ``REDIS_URL`` is set, so replicas share it). A storage that fails
@@ -83,13 +84,15 @@ def init_app(app: Flask, settings: Settings, keys_on: bool) -> None:
     failures = AuthFailures(parse(settings.auth_failure_limit), storage)
     app.extensions[EXTENSION] = failures
 
+    # Only requests that present a key count, and are stopped: a request without one guesses
+    # nothing (it gets its 401 anyway), and a keyless probe must not lock out the keyed
+    # clients behind the same address. Public routes stay open (load balancers probe /healthz).
     def before() -> None:
-        # Public routes stay open to everyone (load balancers probe /healthz).
-        if request.endpoint not in auth.PUBLIC_ENDPOINTS:
+        if request.endpoint not in auth.PUBLIC_ENDPOINTS and auth.presented_key() is not None:
             failures.check(address_key())
 
     def after(resp: Response) -> Response:
-        if resp.status_code == 401:
+        if resp.status_code == 401 and auth.presented_key() is not None:
             failures.failed(address_key())
         return resp
 
