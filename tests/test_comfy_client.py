@@ -48,7 +48,7 @@ def test_a_refused_connection_never_reached_comfyui() -> None:
 
 def test_a_connection_lost_after_the_request_may_have_reached_it(hangs_up: int) -> None:
     client = ComfyClient(f"http://127.0.0.1:{hangs_up}", "c", connect_timeout_s=2)
-    with pytest.raises(BackendConnectionLost) as caught:
+    # BackendConnectionLost and BackendUnreachable are siblings: raising the one is the proof.
+    with pytest.raises(BackendConnectionLost):
         client.system_stats()
-    assert not isinstance(caught.value, BackendUnreachable)
     client.close()

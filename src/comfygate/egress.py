@@ -68,7 +68,7 @@ class EgressPolicy:
 
 
 MAX_URL_LENGTH = 2048
-_DEFAULT_PORTS = {"http": 80, "https": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST_NAME = re.compile(
     r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*"
 )
@@ -154,7 +154,7 @@ class Target:
     @property
     def host_header(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
+        return host if self.port == DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
 
 def check_url(url: str, field: str, policy: EgressPolicy) -> Target:
@@ -185,7 +185,7 @@ def check_url(url: str, field: str, policy: EgressPolicy) -> Target:
     if not raw_host:
         raise refuse("has no host")
     if port is None:
-        port = _DEFAULT_PORTS[parts.scheme]
+        port = DEFAULT_PORTS[parts.scheme]
     if not 0 < port < 65536:
         raise refuse("has an invalid port")
     if policy.allowed_ports is not None and port not in policy.allowed_ports:

@@ -34,19 +34,14 @@ from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 from waitress.task import ErrorTask
 
 from comfygate.config import Settings
+from comfygate.errors import BadRequest, ComfyGateError, PayloadTooLarge
 
-# waitress's own error codes, in the API's words.
-_CODES = {
-    400: "bad_request",
-    413: "payload_too_large",
-    431: "bad_request",
-    500: "internal_error",
-}
-_MESSAGES = {
-    400: "the request is malformed",
-    413: "the request body is over the limit (MAX_BODY_MB)",
-    431: "the request headers are too large",
-    500: "internal error",
+# waitress's own refusals, as the API's errors (the codes come from errors.py).
+_ERRORS: dict[int, ComfyGateError] = {
+    400: BadRequest("the request is malformed"),
+    413: PayloadTooLarge("the request body is over the limit (MAX_BODY_MB)"),
+    431: BadRequest("the request headers are too large"),
+    500: ComfyGateError("internal error"),
 }
 CLEANUP_INTERVAL_S = 2
 
@@ -57,16 +52,8 @@ class JsonErrorTask(ErrorTask):
     def execute(self) -> None:
         error: Any = getattr(self.request, "error", None)  # the parser's (typed loosely)
         code = int(error.code)
-        body = json.dumps(
-            {
-                "error": {
-                    "code": _CODES.get(code, "bad_request"),
-                    "message": _MESSAGES.get(code, str(error.reason).lower()),
-                    "details": {},
-                }
-            },
-            separators=(",", ":"),
-        ).encode()
+        known = _ERRORS.get(code) or BadRequest(str(error.reason).lower())
+        body = json.dumps({"error": known.to_dict()}, separators=(",", ":")).encode()
         self.status = f"{code} {error.reason}"
         headers: Any = self.response_headers
         headers.extend(

@@ -25,13 +25,13 @@ from limits.strategies import FixedWindowRateLimiter
 
 from comfygate.api import auth
 from comfygate.api.clients import address_key
+from comfygate.api.limits import storage_options
 from comfygate.config import ConfigError, Settings
 from comfygate.errors import RateLimited
 
 log = logging.getLogger(__name__)
 
 EXTENSION = "comfygate.auth_failures"
-_STORAGE_TIMEOUT_S = 1.0
 
 
 class AuthFailures:
@@ -72,13 +72,7 @@ def init_app(app: Flask, settings: Settings, keys_on: bool) -> None:
     if not keys_on:
         return
     uri = settings.limits_storage_uri
-    options: dict[str, float | str | bool] = {}
-    if uri.startswith("redis"):
-        options = {
-            "socket_connect_timeout": _STORAGE_TIMEOUT_S,
-            "socket_timeout": _STORAGE_TIMEOUT_S,
-        }
-    storage = storage_from_string(uri, **options)
+    storage = storage_from_string(uri, **storage_options(uri))
     if not isinstance(storage, Storage):  # an async+ URI: not for a WSGI server
         raise ConfigError(f"RATE_LIMIT_STORAGE_URI / REDIS_URL {uri!r} is not a sync storage")
     failures = AuthFailures(parse(settings.auth_failure_limit), storage)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RateLimitExceeded
@@ -32,7 +31,7 @@ from comfygate.config import without_password as redacted
 EXTENSION = "comfygate.limiter"
 # A Redis that does not answer must not hold a request for the TCP timeout (minutes): the
 # limiter gives up after this and counts in memory until the storage is back.
-REDIS_TIMEOUT_S = 1.0
+REDIS_TIMEOUT_S = 1
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +40,19 @@ def _exempt() -> bool:
     return request.method == "OPTIONS" or request.endpoint in auth.PUBLIC_ENDPOINTS
 
 
+def storage_options(uri: str) -> dict[str, str | int]:
+    """Options for a counter storage at ``uri`` (rate limits, wrong keys): a Redis gets short
+    socket timeouts, so one that does not answer never holds a request."""
+    if uri.startswith("redis"):  # redis, rediss, redis+unix
+        return {"socket_connect_timeout": REDIS_TIMEOUT_S, "socket_timeout": REDIS_TIMEOUT_S}
+    return {}
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     if not settings.rate_limit:
         return
     uri = settings.limits_storage_uri
-    options: dict[str, Any] = {}
-    if uri.startswith("redis"):  # redis, rediss, redis+unix
-        options = {"socket_connect_timeout": REDIS_TIMEOUT_S, "socket_timeout": REDIS_TIMEOUT_S}
+    options = storage_options(uri)
     limiter = Limiter(
         key_func=client_key,
         application_limits=[settings.rate_limit],

@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 from flask import Flask, request
 
 from comfygate.config import Settings
+from comfygate.egress import DEFAULT_PORTS
 from comfygate.errors import BadRequest, Forbidden
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _host_name(host_header: str) -> str:
@@ -58,9 +58,9 @@ def _origin(url: str) -> tuple[str, str, int] | None:
         port = parts.port
     except ValueError:
         return None
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
         return None
-    return parts.scheme, parts.hostname, port or _DEFAULT_PORTS[parts.scheme]
+    return parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]
 
 
 def init_app(app: Flask, settings: Settings) -> None:

@@ -99,11 +99,7 @@ class SQLiteJobStore:
                     (job.status.value, job.finished_at, json.dumps(job.to_record()), job.id),
                 )
                 if delivery is not None:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO webhook_deliveries "
-                        "(id, job_id, state, next_attempt_at, data) VALUES (?, ?, ?, ?, ?)",
-                        _delivery_row(delivery),
-                    )
+                    conn.execute(_SAVE_DELIVERY, _delivery_row(delivery))
                     conn.execute("COMMIT")
             except BaseException:
                 if delivery is not None:
@@ -133,11 +129,7 @@ class SQLiteJobStore:
 
     def save_delivery(self, delivery: Delivery) -> None:
         with self._db.writing() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO webhook_deliveries "
-                "(id, job_id, state, next_attempt_at, data) VALUES (?, ?, ?, ?, ?)",
-                _delivery_row(delivery),
-            )
+            conn.execute(_SAVE_DELIVERY, _delivery_row(delivery))
 
     def get(self, job_id: str) -> Job | None:
         row = self._db.reader().execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -228,6 +220,12 @@ class SQLiteJobStore:
                 "SELECT job_id, fingerprint FROM idempotency_keys WHERE key = ?", (key,)
             ).fetchone()
         return str(row[0]), str(row[1])
+
+
+_SAVE_DELIVERY = (
+    "INSERT OR REPLACE INTO webhook_deliveries (id, job_id, state, next_attempt_at, data) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
 
 
 def _delivery_row(d: Delivery) -> tuple[str, str, str, float | None, str]:
