@@ -135,6 +135,11 @@ class GatewayStopping(BackendUnavailable):
     goes on after the restart, or on another replica."""
 
 
+class StorageFailed(BackendUnavailable):
+    """The output storage (a directory, S3) or the shared state (Redis) could not be read
+    or written: a 503 with ``Retry-After`` to a request; a job's collection is retried."""
+
+
 class Timeout(ComfyGateError):
     status = 504
     code = "timeout"
