@@ -30,7 +30,7 @@ from bench.common import (
 )
 from bench.workloads import sd15
 from comfygate.jobs.model import Job, JobStatus, Output
-from comfygate.jobs.store import SQLiteJobStore
+from comfygate.jobs.sqlite_store import SQLiteJobStore
 
 TRANSACTION = 10_000
 

@@ -11,7 +11,7 @@ import pytest
 
 from comfygate.jobs.model import Job, JobStatus
 from comfygate.jobs.sqlite import Database, GroupInsert
-from comfygate.jobs.store import SQLiteJobStore
+from comfygate.jobs.sqlite_store import SQLiteJobStore
 
 
 def job(i: int) -> Job:

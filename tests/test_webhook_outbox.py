@@ -14,7 +14,7 @@ from standardwebhooks import Webhook
 
 from comfygate.egress import EgressPolicy
 from comfygate.jobs.model import Delivery
-from comfygate.jobs.store import SQLiteJobStore
+from comfygate.jobs.sqlite_store import SQLiteJobStore
 from comfygate.jobs.webhooks import (
     WebhookOptions,
     WebhookOutbox,

@@ -21,7 +21,7 @@ from comfygate.config import ConfigError, Settings, prepare_data_dir
 from comfygate.egress import EgressPolicy
 from comfygate.jobs.cache import ResultCache
 from comfygate.jobs.service import JobService, ServiceOptions
-from comfygate.jobs.store import SQLiteJobStore
+from comfygate.jobs.sqlite_store import SQLiteJobStore
 from comfygate.jobs.webhooks import WebhookOptions, load_or_create_secret
 from comfygate.metrics import Metrics
 from comfygate.storage.local import LocalStorage

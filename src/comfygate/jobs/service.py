@@ -62,7 +62,7 @@ from comfygate.inputs.images import CheckedImage
 from comfygate.jobs.cache import CacheHit, ResultCache, cache_key
 from comfygate.jobs.events import CLOSING, JobEvents
 from comfygate.jobs.model import Delivery, Job, JobStatus, Output, now
-from comfygate.jobs.store import JobStore
+from comfygate.jobs.sqlite_store import LegacyJobStore as JobStore
 from comfygate.jobs.webhooks import WebhookOptions, WebhookOutbox
 from comfygate.metrics import Metrics
 from comfygate.storage.local import LocalStorage, content_type, image_size, output_name

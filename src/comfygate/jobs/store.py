@@ -1,232 +1,145 @@
-"""Job stores: the source of truth for every job, behind one small interface.
+"""The job store: the source of truth for every job, behind one ``Protocol``.
 
-``SQLiteJobStore`` is the embedded default (one file in DATA_DIR, WAL mode). A store keeps
-JSON, never pickle. Every transition is written here before the gateway acts on it.
+Every implementation (``sqlite``, the embedded default; ``redis``, for replicas) passes the
+one contract suite in ``tests/contracts/test_job_store_contract.py``. What it must offer:
+
+- **jobs**: insert, get, a page with an opaque cursor, delete;
+- **compare-and-set**: ``swap`` writes a job only if its stored ``version`` is the one the
+  caller read; every write bumps it. The ledger (``jobs/ledger.py``) is the only caller;
+- **leases**: ``claim`` takes the oldest queued job nobody holds; ``take_over`` takes jobs
+  whose holder's lease ran out (a dead process); ``renew`` extends a holder's leases. A
+  claim or a takeover bumps the version, so a holder that lost its job (it was slow, not
+  dead) fails its next ``swap`` and learns it;
+- **in flight** (coalescing): the live job computing a cache key, per owner and webhook;
+- **idempotency keys**, **batches**, **the result cache's index**, **the webhook outbox**
+  (deliveries, claimed like jobs so two processes never send one twice).
+
+Every method is atomic in the engine itself (one SQLite statement or transaction; one Lua
+script or ``MULTI`` in Redis), never a read-then-write from Python.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from comfygate.jobs.model import Delivery, Job, JobStatus
-from comfygate.jobs.sqlite import Database, GroupInsert
+from comfygate.jobs.model import Delivery, Job, JobStatus, Output
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A cached result: the outputs (their files are in storage, group = the key)."""
+
+    key: str
+    outputs: list[Output]
+    size: int
 
 
 class JobStore(Protocol):
-    def insert(self, job: Job) -> None: ...
-    def update(self, job: Job, delivery: Delivery | None = None) -> None:
-        """Write ``job``; with ``delivery``, add that webhook delivery in the same commit."""
+    # --- jobs ------------------------------------------------------------------------------
+    def insert(self, job: Job) -> None:
+        """Write a new job (version 1); an existing id is an error."""
         ...
 
-    def due_deliveries(self, now: float, limit: int) -> list[Delivery]: ...
-    def next_delivery_at(self) -> float | None: ...
-    def save_delivery(self, delivery: Delivery) -> None: ...
-    def get(self, job_id: str) -> Job | None: ...
-    def page(
-        self,
-        status: JobStatus | None = None,
-        limit: int = 50,
-        before: int | None = None,
-        owner: str | None = None,
-    ) -> tuple[list[Job], int | None]: ...
-    def unfinished(self) -> list[Job]: ...
-    def delete(self, job_id: str) -> None: ...
-    def finished_before(self, timestamp: float, limit: int = 500) -> list[str]: ...
-    def claim_key(self, key: str, fingerprint: str, job_id: str) -> tuple[str, str]: ...
-    def insert_batch(self, batch_id: str, data: dict[str, Any]) -> None: ...
-    def get_batch(self, batch_id: str) -> dict[str, Any] | None: ...
-    def insert_batch_jobs(self, batch_id: str, job_ids: list[str]) -> None: ...
-    def close(self) -> None: ...
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    status TEXT NOT NULL,
-    finished_at REAL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
-CREATE TABLE IF NOT EXISTS batches (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS idempotency_keys (
-    key TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    job_id TEXT NOT NULL
-);
--- The webhook outbox: pending rows are sent (again) by whichever process runs the store.
-CREATE TABLE IF NOT EXISTS webhook_deliveries (
-    id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    next_attempt_at REAL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS deliveries_due ON webhook_deliveries (state, next_attempt_at);
-"""
-
-
-class SQLiteJobStore:
-    """Jobs, batches and idempotency keys in one SQLite file (``DATA_DIR/jobs.sqlite3``): the hot
-    reads (a job by id, a page) use the calling thread's own connection."""
-
-    def __init__(self, path: Path) -> None:
-        self._db = Database(path, _SCHEMA)
-        self._inserts = GroupInsert(self._db, "jobs", ("id", "status", "finished_at", "data"))
-
-    def close(self) -> None:
-        self._db.close()
-
-    def insert(self, job: Job) -> None:
-        self._inserts.insert(
-            (job.id, job.status.value, job.finished_at, json.dumps(job.to_record()))
-        )
-
-    def update(self, job: Job, delivery: Delivery | None = None) -> None:
-        with self._db.writing() as conn:
-            if delivery is not None:
-                conn.execute("BEGIN")
-            try:
-                conn.execute(
-                    "UPDATE jobs SET status = ?, finished_at = ?, data = ? WHERE id = ?",
-                    (job.status.value, job.finished_at, json.dumps(job.to_record()), job.id),
-                )
-                if delivery is not None:
-                    conn.execute(_SAVE_DELIVERY, _delivery_row(delivery))
-                    conn.execute("COMMIT")
-            except BaseException:
-                if delivery is not None:
-                    conn.execute("ROLLBACK")
-                raise
-
-    def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
-        """Pending deliveries whose next attempt is due, oldest first."""
-        rows = (
-            self._db.reader()
-            .execute(
-                "SELECT data FROM webhook_deliveries WHERE state = 'pending' "
-                "AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
-                (now, limit),
-            )
-            .fetchall()
-        )
-        return [Delivery.from_record(json.loads(r[0])) for r in rows]
-
-    def next_delivery_at(self) -> float | None:
-        row = (
-            self._db.reader()
-            .execute("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending'")
-            .fetchone()
-        )
-        return float(row[0]) if row and row[0] is not None else None
-
-    def save_delivery(self, delivery: Delivery) -> None:
-        with self._db.writing() as conn:
-            conn.execute(_SAVE_DELIVERY, _delivery_row(delivery))
-
     def get(self, job_id: str) -> Job | None:
-        row = self._db.reader().execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Job.from_record(json.loads(row[0])) if row else None
+        """The job as stored, with its ``version`` and ``holder`` (lease owner)."""
+        ...
+
+    def swap(self, job: Job, expected: int, delivery: Delivery | None = None) -> bool:
+        """Compare-and-set: write ``job`` if the stored version is ``expected`` (then
+        ``job.version`` becomes ``expected + 1``); False, writing nothing, otherwise. The
+        job's ``holder`` is written too (None: the lease is released). With ``delivery``,
+        that webhook delivery is written in the same atomic step."""
+        ...
 
     def page(
         self,
-        status: JobStatus | None = None,
+        statuses: frozenset[JobStatus] | None = None,
         limit: int = 50,
-        before: int | None = None,
+        cursor: str | None = None,
         owner: str | None = None,
-    ) -> tuple[list[Job], int | None]:
-        """Newest first; returns the page and the cursor for the next one (None at the end).
-        With ``owner``, only the jobs of that owner."""
-        sql = "SELECT seq, data FROM jobs WHERE 1=1"
-        args: list[object] = []
-        if owner is not None:
-            sql += " AND json_extract(data, '$.owner') = ?"
-            args.append(owner)
-        if status is not None:
-            sql += " AND status = ?"
-            args.append(status.value)
-        if before is not None:
-            sql += " AND seq < ?"
-            args.append(before)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(limit + 1)
-        rows = self._db.reader().execute(sql, args).fetchall()
-        jobs = [Job.from_record(json.loads(data)) for _, data in rows[:limit]]
-        cursor = rows[limit - 1][0] if len(rows) > limit else None
-        return jobs, cursor
+    ) -> tuple[list[Job], str | None]:
+        """Newest first; the page and an opaque cursor for the next one (None at the end)."""
+        ...
 
     def unfinished(self) -> list[Job]:
-        with self._db.writing() as conn:
-            rows = conn.execute(
-                "SELECT data FROM jobs WHERE status IN (?, ?) ORDER BY seq",
-                (JobStatus.QUEUED.value, JobStatus.RUNNING.value),
-            ).fetchall()
-        return [Job.from_record(json.loads(r[0])) for r in rows]
+        """Every job not yet in a terminal state, oldest first."""
+        ...
+
+    def count(self, statuses: frozenset[JobStatus]) -> int: ...
 
     def delete(self, job_id: str) -> None:
-        with self._db.writing() as conn:
-            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            conn.execute("DELETE FROM idempotency_keys WHERE job_id = ?", (job_id,))
-            conn.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
+        """The job and its idempotency keys and deliveries."""
+        ...
 
-    def finished_before(self, timestamp: float, limit: int = 500) -> list[str]:
-        with self._db.writing() as conn:
-            rows = conn.execute(
-                "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
-                (timestamp, limit),
-            ).fetchall()
-        return [r[0] for r in rows]
+    def finished_before(self, timestamp: float, limit: int = 500) -> list[str]: ...
 
-    def insert_batch(self, batch_id: str, data: dict[str, Any]) -> None:
-        with self._db.writing() as conn:
-            conn.execute(
-                "INSERT INTO batches (id, data) VALUES (?, ?)", (batch_id, json.dumps(data))
-            )
+    # --- leases ----------------------------------------------------------------------------
+    def claim(
+        self, holder: str, until: float, now: float, exclude: Iterable[str] = ()
+    ) -> Job | None:
+        """Atomically take the oldest queued job that nobody holds (no holder, or a lease
+        that ended before ``now``), leaving out ``exclude``; it is held by ``holder`` until
+        ``until``."""
+        ...
 
-    def insert_batch_jobs(self, batch_id: str, job_ids: list[str]) -> None:
-        batch = self.get_batch(batch_id)
-        if batch is not None:
-            batch["jobs"] = job_ids
-            with self._db.writing() as conn:
-                conn.execute(
-                    "UPDATE batches SET data = ? WHERE id = ?", (json.dumps(batch), batch_id)
-                )
+    def take_over(self, holder: str, until: float, now: float, limit: int = 100) -> list[Job]:
+        """Atomically take every unfinished job whose lease ended before ``now`` (its holder
+        stopped renewing), and every unfinished job ``holder`` itself still holds (a restart
+        of the same holder: it need not wait for its own leases to run out)."""
+        ...
 
-    def get_batch(self, batch_id: str) -> dict[str, Any] | None:
-        row = (
-            self._db.reader()
-            .execute("SELECT data FROM batches WHERE id = ?", (batch_id,))
-            .fetchone()
-        )
-        return dict(json.loads(row[0])) if row else None
+    def renew(self, holder: str, job_ids: Iterable[str], until: float) -> set[str]:
+        """Extend ``holder``'s leases on ``job_ids``; returns those it still holds."""
+        ...
 
+    # --- coalescing ------------------------------------------------------------------------
+    def join_in_flight(self, key: str, job_id: str) -> str:
+        """Bind ``key`` to ``job_id`` unless a job still unfinished is bound to it; returns
+        the job id bound now (``job_id``, or the live twin's)."""
+        ...
+
+    def leave_in_flight(self, key: str, job_id: str) -> None:
+        """Unbind ``key`` if it is still bound to ``job_id``."""
+        ...
+
+    # --- idempotency keys and batches ------------------------------------------------------
     def claim_key(self, key: str, fingerprint: str, job_id: str) -> tuple[str, str]:
-        """Bind an Idempotency-Key to a job unless it is bound already; atomically returns
-        the (job id, fingerprint) the key is bound to."""
-        with self._db.writing() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO idempotency_keys (key, fingerprint, job_id) "
-                "VALUES (?, ?, ?)",
-                (key, fingerprint, job_id),
-            )
-            row = conn.execute(
-                "SELECT job_id, fingerprint FROM idempotency_keys WHERE key = ?", (key,)
-            ).fetchone()
-        return str(row[0]), str(row[1])
+        """Bind an Idempotency-Key to a job unless it is bound already; returns the
+        (job id, fingerprint) the key is bound to."""
+        ...
 
+    def insert_batch(self, batch_id: str, data: dict[str, Any]) -> None: ...
+    def get_batch(self, batch_id: str) -> dict[str, Any] | None: ...
+    def set_batch_jobs(self, batch_id: str, job_ids: list[str]) -> None: ...
 
-_SAVE_DELIVERY = (
-    "INSERT OR REPLACE INTO webhook_deliveries (id, job_id, state, next_attempt_at, data) "
-    "VALUES (?, ?, ?, ?, ?)"
-)
+    # --- the result cache's index ----------------------------------------------------------
+    def cache_get(self, key: str) -> CacheEntry | None: ...
+    def cache_put(self, entry: CacheEntry, used_at: float) -> None: ...
+    def cache_touch(self, used: dict[str, float]) -> None:
+        """Record the times of last use of entries (written in batches, not per hit)."""
+        ...
 
+    def cache_delete(self, key: str) -> None: ...
+    def cache_size(self) -> int: ...
+    def cache_oldest(self, limit: int) -> list[str]:
+        """The least recently used keys, oldest first."""
+        ...
 
-def _delivery_row(d: Delivery) -> tuple[str, str, str, float | None, str]:
-    return (d.id, d.job_id, d.state, d.next_attempt_at, json.dumps(d.to_record()))
+    # --- the webhook outbox ----------------------------------------------------------------
+    def claim_deliveries(self, now: float, until: float, limit: int) -> list[Delivery]:
+        """Atomically take pending deliveries due at ``now``: each one's next attempt moves
+        to ``until`` (so no other process sends it meanwhile; if this one dies, it is due
+        again then). The caller writes the outcome with ``save_delivery``."""
+        ...
+
+    def next_delivery_at(self) -> float | None: ...
+    def save_delivery(self, delivery: Delivery) -> None: ...
+    def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    def ping(self) -> None:
+        """Raise ``BackendUnavailable`` if the store cannot be reached (readiness)."""
+        ...
+
+    def close(self) -> None: ...
