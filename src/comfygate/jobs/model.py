@@ -20,6 +20,7 @@ from typing import Any
 
 class JobStatus(StrEnum):
     QUEUED = "queued"
+    SUBMITTED = "submitted"  # prompt id recorded, POST /prompt sent; users see "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -28,6 +29,11 @@ class JobStatus(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
+
+    @property
+    def public(self) -> str:
+        """The status users see: ``submitted`` is still ``queued`` to them."""
+        return JobStatus.QUEUED.value if self is JobStatus.SUBMITTED else self.value
 
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
@@ -51,6 +57,7 @@ _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
             JobStatus.RUNNING,
         }
     ),
+    JobStatus.SUBMITTED: frozenset(),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
@@ -110,6 +117,10 @@ class Job:
     cache_key: str | None = None  # set when the result is determined (cacheable)
     batch_id: str | None = None
     batch_index: int | None = None
+    # Kept by the store, not in the record: every write bumps ``version`` (the ledger's
+    # compare-and-set), ``holder`` is the process holding the job's lease.
+    version: int = 0
+    holder: str | None = None
 
     def move_to(self, status: JobStatus) -> None:
         """The one place a status changes; the caller writes the job to the store next."""
@@ -128,14 +139,15 @@ class Job:
     def to_record(self) -> dict[str, Any]:
         """A JSON-able dict. Shallow: ``dataclasses.asdict`` deep-copied the whole graph on
         every write (a sixth of a cache hit's time, and of every progress update)."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _STORE_KEPT}
         data["status"] = self.status.value
         data["outputs"] = [asdict(o) for o in self.outputs]
         return data
 
     @classmethod
-    def from_record(cls, data: dict[str, Any]) -> Job:
-        data = dict(data)
+    def from_record(cls, data: dict[str, Any], version: int = 0, holder: str | None = None) -> Job:
+        data = {k: v for k, v in data.items() if k not in _STORE_KEPT}
+        data["version"], data["holder"] = version, holder
         data["status"] = JobStatus(data["status"])
         data["outputs"] = [Output(**o) for o in data.get("outputs") or []]
         return cls(**data)
@@ -145,7 +157,7 @@ class Job:
         gateway is served under behind a proxy (output urls carry it)."""
         return {
             "id": self.id,
-            "status": self.status.value,
+            "status": self.status.public,
             "template": self.template,
             "params": self.params,
             "progress": self.progress,
@@ -171,6 +183,9 @@ class Job:
             "started_at": rfc3339(self.started_at),
             "finished_at": rfc3339(self.finished_at),
         }
+
+
+_STORE_KEPT = frozenset({"version", "holder"})
 
 
 @dataclass
