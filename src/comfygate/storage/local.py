@@ -14,13 +14,16 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
+from comfygate.storage.base import StoredFile
+
 # fullmatch, not ^...$: "$" also matches before a trailing newline.
-_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_JOB_ID = re.compile(r"[0-9a-f]{32}|[0-9a-f]{64}")  # a job id or a cache key
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\.[a-z0-9]{1,5}")
 
 # Extensions ComfyUI output nodes write, with the content type served for each.
@@ -129,3 +132,51 @@ class LocalStorage:
         path = self._path(job_id)
         if path is not None and path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
+
+    # --- OutputStorage (storage/base.py); a stopgap until the storage branch merges --------
+
+    def open(self, group: str, name: str) -> _Opened | None:
+        path = self.open_path(group, name)
+        if path is None:
+            return None
+        try:
+            return _Opened(path.open("rb"), path.stat().st_size, content_type(name))
+        except OSError:
+            return None
+
+    def stat(self, group: str, name: str) -> StoredFile | None:
+        path = self.open_path(group, name)
+        return StoredFile(path.stat().st_size, content_type(name)) if path else None
+
+    def copy(self, source_group: str, name: str, target_group: str) -> None:
+        source = self.open_path(source_group, name)
+        if source is None:
+            raise FileNotFoundError(name)
+        self.adopt(target_group, name, source)
+
+    def delete_group(self, group: str) -> None:
+        self.delete_job(group)
+
+    def presigned_url(self, group: str, name: str, expires_s: int) -> str | None:
+        return None
+
+
+class _Opened:
+    def __init__(self, handle: BinaryIO, size: int, content_type: str) -> None:
+        self._handle, self.size, self.content_type = handle, size, content_type
+
+    def chunks(self, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
+        while chunk := self._handle.read(chunk_size):
+            yield chunk
+
+    def read(self, n: int = -1) -> bytes:
+        return self._handle.read(n)
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> _Opened:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
