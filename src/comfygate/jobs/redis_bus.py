@@ -38,21 +38,20 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 from redis.client import PubSub
 
 from comfygate import redisconn
-from comfygate.jobs.bus import CLOSING, Empty, JobUpdate, Subscription
+from comfygate.jobs.bus import Empty, Subscription
 from comfygate.jobs.memory_bus import DONE_TTL_S
+from comfygate.jobs.numbered import PUBLISH_SCRIPT, NumberedEvent, NumberedQueue
 
 # The last status of a job that is still moving is kept this long after its last event
 # (the store still has the job; this only serves late subscribers).
@@ -68,85 +67,6 @@ BACKOFF_MAX_S = 2.0
 PUBLISH_PAUSE_S = 1.0
 
 log = logging.getLogger(__name__)
-
-# KEYS[1]: the job's hash; ARGV: channel, kind, data (JSON), a new epoch, ttl, ttl after done.
-# The epoch tells one life of the hash from the next (it expired, or Redis lost it): a
-# sequence that starts again is a new epoch, never mistaken for old events.
-_PUBLISH = """
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[4])
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-local message = epoch .. ' ' .. seq .. ' ' .. ARGV[2] .. ' ' .. ARGV[3]
-if ARGV[2] == 'status' then
-  redis.call('HSET', KEYS[1], 'status', message)
-end
-if ARGV[2] == 'done' then
-  redis.call('EXPIRE', KEYS[1], ARGV[6])
-else
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-end
-return redis.call('PUBLISH', ARGV[1], message)
-"""
-
-
-@dataclass(frozen=True)
-class _Event:
-    epoch: bytes
-    seq: int
-    kind: str
-    data: dict[str, Any]
-
-    @classmethod
-    def parse(cls, raw: bytes) -> _Event:
-        epoch, seq, kind, data = raw.split(b" ", 3)
-        return cls(epoch, int(seq), kind.decode(), json.loads(data))
-
-
-class _Subscriber:
-    """One local subscriber: its queue, and the number of the last event it was given, so
-    the replayed status and the live events are given in order and once. Until it is
-    primed (given the last status), live events are held."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[JobUpdate] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._held: list[_Event] = []
-        self._given: tuple[bytes, int] | None = None
-        self.primed = threading.Event()
-
-    def get(self, timeout: float) -> JobUpdate:
-        return self._queue.get(timeout=timeout)
-
-    def offer(self, event: _Event) -> None:
-        with self._lock:
-            if self.primed.is_set():
-                self._give(event)
-            else:
-                self._held.append(event)
-
-    def prime(self, last: _Event | None) -> None:
-        """Give the last status (unless already given), then what was held. Also what a
-        subscriber gets after a reconnect: the status it may have missed."""
-        with self._lock:
-            if last is not None:
-                self._give(last)
-            for event in self._held:
-                self._give(event)
-            self._held.clear()
-            self.primed.set()
-
-    def _give(self, event: _Event) -> None:
-        given = self._given
-        if given is not None and given[0] == event.epoch and event.seq <= given[1]:
-            return  # given already, or older than what was given
-        self._given = (event.epoch, event.seq)
-        self._queue.put((event.kind, event.data))
-
-    def close(self) -> None:
-        with self._lock:
-            self._held.clear()
-            self._queue.put((CLOSING, {}))
-            self.primed.set()
 
 
 class RedisBus:
@@ -172,11 +92,11 @@ class RedisBus:
         self._control = f"{prefix}bus:{uuid.uuid4().hex}".encode()
         self._ttls = (status_ttl_s, done_ttl_s)
         self._subscribe_timeout_s = subscribe_timeout_s
-        self._script = client.register_script(_PUBLISH)
+        self._script = client.register_script(PUBLISH_SCRIPT)
         self._pubsub: PubSub = client.pubsub()  # type: ignore[no-untyped-call]
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # a confirmation arrived
-        self._subs: dict[str, list[_Subscriber]] = {}
+        self._subs: dict[str, list[NumberedQueue]] = {}
         self._active: set[str] = set()  # jobs whose SUBSCRIBE was sent (no UNSUBSCRIBE since)
         self._pending: dict[str, int] = {}  # commands sent for a job, not yet confirmed
         self._confirmed: set[str] = set()  # jobs Redis confirmed as subscribed, none pending
@@ -221,7 +141,7 @@ class RedisBus:
 
     @contextmanager
     def subscribe(self, job_id: str) -> Iterator[Subscription]:
-        sub = _Subscriber()
+        sub = NumberedQueue()
         last_one = False
         with self._lock:
             self._subs.setdefault(job_id, []).append(sub)
@@ -258,9 +178,10 @@ class RedisBus:
                 # Whether Redis counts this process's connection is known only once no
                 # command for the channel is in flight.
                 self._changed.wait_for(
-                    lambda: not self._pending.get(job_id), self._subscribe_timeout_s
+                    lambda: self._closed or not self._pending.get(job_id),
+                    self._subscribe_timeout_s,
                 )
-                mine = 1 if job_id in self._confirmed else 0
+                mine = 1 if job_id in self._confirmed and not self._closed else 0
             with redisconn.as_storage_failed("counting a job's subscribers"):
                 numsub = cast(
                     list[tuple[bytes, int]], self._client.pubsub_numsub(self._channel(job_id))
@@ -281,6 +202,7 @@ class RedisBus:
         closed with it)."""
         with self._lock:
             self._closed = True
+            self._changed.notify_all()
             subs = [sub for subs in self._subs.values() for sub in subs]
         for sub in subs:
             sub.close()
@@ -372,7 +294,7 @@ class RedisBus:
             return  # the control channel: a wake-up
         kind = message["type"]
         if kind == "message":
-            event = _Event.parse(message["data"])
+            event = NumberedEvent.parse(message["data"])
             with self._lock:
                 subs = list(self._subs.get(job_id, ()))
             for sub in subs:
@@ -415,9 +337,9 @@ class RedisBus:
             return channel[len(self._base) :].decode()
         return None
 
-    def _last(self, job_id: str) -> _Event | None:
+    def _last(self, job_id: str) -> NumberedEvent | None:
         raw = self._client.hget(self._key(job_id), "status")
-        return _Event.parse(cast(bytes, raw)) if raw is not None else None
+        return NumberedEvent.parse(cast(bytes, raw)) if raw is not None else None
 
     def _wake(self) -> None:
         """Make the listener's blocking read return, so it acts on a change now."""
