@@ -85,6 +85,8 @@ class RedisBus:
         done_ttl_s: int = int(DONE_TTL_S),
         subscribe_timeout_s: float = SUBSCRIBE_TIMEOUT_S,
     ) -> None:
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("RedisBus reads bytes: give it a redisconn.connect client")
         self._client = client
         self._owns_client = owns_client
         self._base = f"{prefix}events:".encode()  # + job id: its channel
@@ -101,6 +103,7 @@ class RedisBus:
         self._pending: dict[str, int] = {}  # commands sent for a job, not yet confirmed
         self._confirmed: set[str] = set()  # jobs Redis confirmed as subscribed, none pending
         self._counting: dict[str, int] = {}  # subscribers() calls in progress: keep subscribed
+        self._dirty = False  # local subscribers changed since the listener last synced
         self._closed = False
         self._publish_paused_until = 0.0
         self._publish_failing = False
@@ -144,7 +147,10 @@ class RedisBus:
         sub = NumberedQueue()
         last_one = False
         with self._lock:
-            self._subs.setdefault(job_id, []).append(sub)
+            if job_id not in self._subs:
+                self._subs[job_id] = []
+                self._dirty = True
+            self._subs[job_id].append(sub)
             closed = self._closed
             ready = job_id in self._confirmed and not self._pending.get(job_id)
         try:
@@ -154,8 +160,7 @@ class RedisBus:
                 with redisconn.as_storage_failed("following a job's events"):
                     sub.prime(self._last(job_id))
             else:  # the listener subscribes, then primes it
-                self._wake()
-                if not sub.primed.wait(self._subscribe_timeout_s):
+                if not self._wake() or not sub.primed.wait(self._subscribe_timeout_s):
                     raise redisconn.unavailable("following a job's events")
             yield sub
         finally:
@@ -165,8 +170,8 @@ class RedisBus:
                     subs.remove(sub)
                     if not subs:
                         del self._subs[job_id]
-                        last_one = True
-            if last_one and not self._closed:
+                        self._dirty = last_one = True
+            if last_one and not self._closed and sub.primed.is_set():
                 self._wake()  # unsubscribed now: other replicas stop counting this one
 
     def subscribers(self, job_id: str) -> int:
@@ -189,8 +194,12 @@ class RedisBus:
         finally:
             with self._lock:
                 self._counting[job_id] -= 1
+                held = not self._counting[job_id] and job_id not in self._subs
                 if not self._counting[job_id]:
                     del self._counting[job_id]
+                    self._dirty = True
+            if held and job_id in self._active:
+                self._wake()  # its unsubscription may have waited for this count
         return local + max(0, int(numsub[0][1]) - mine)
 
     def subscriber_count(self) -> int:
@@ -201,6 +210,8 @@ class RedisBus:
         """Wake every local subscriber with ``CLOSING``, stop the listener (its connection
         closed with it)."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
             self._changed.notify_all()
             subs = [sub for subs in self._subs.values() for sub in subs]
@@ -258,18 +269,26 @@ class RedisBus:
         """Subscribe the jobs that gained local subscribers, unsubscribe those that lost
         them (unless a ``subscribers()`` call is counting them)."""
         with self._lock:
+            if not self._dirty:
+                return  # nothing changed: no walk over every job per message
+            self._dirty = False
             add = [job for job in self._subs if job not in self._active]
             drop = [j for j in self._active if j not in self._subs and j not in self._counting]
             for job in drop:
                 self._confirmed.discard(job)
-        if add:
-            self._pubsub.subscribe(*(self._channel(job) for job in add))
+        try:
+            if add:
+                self._pubsub.subscribe(*(self._channel(job) for job in add))
+                with self._lock:
+                    self._active.update(add)
+                    for job in add:
+                        self._pending[job] = self._pending.get(job, 0) + 1
+            if drop:
+                self._unsubscribe(drop)
+        except BaseException:
             with self._lock:
-                self._active.update(add)
-                for job in add:
-                    self._pending[job] = self._pending.get(job, 0) + 1
-        if drop:
-            self._unsubscribe(drop)
+                self._dirty = True  # tried again on the next turn
+            raise
 
     def _unsubscribe(self, jobs: list[str]) -> None:
         self._pubsub.unsubscribe(*(self._channel(job) for job in jobs))  # type: ignore[no-untyped-call]
@@ -286,6 +305,7 @@ class RedisBus:
             self._active = {job for job in jobs if job is not None}
             self._pending = dict.fromkeys(self._active, 1)
             self._confirmed.clear()
+            self._dirty = True
             self._changed.notify_all()
 
     def _handle(self, message: dict[str, Any]) -> None:
@@ -341,10 +361,14 @@ class RedisBus:
         raw = self._client.hget(self._key(job_id), "status")
         return NumberedEvent.parse(cast(bytes, raw)) if raw is not None else None
 
-    def _wake(self) -> None:
-        """Make the listener's blocking read return, so it acts on a change now."""
-        with suppress(redis.RedisError):
+    def _wake(self) -> bool:
+        """Make the listener's blocking read return, so it acts on a change now; False if
+        Redis could not be reached (after the connection retries)."""
+        try:
             self._client.publish(self._control, b"")
+        except redis.RedisError:
+            return False
+        return True
 
 
 __all__ = ["Empty", "RedisBus"]
