@@ -3,14 +3,15 @@ subscribers on every replica, over Redis pub/sub.
 
 Shape, per process: ONE pub/sub connection and ONE listener thread. A job's channel
 (``<prefix>events:<job id>``) is subscribed when its first local subscriber arrives and
-unsubscribed after the last one leaves; the listener hands each
-message to that job's local subscriber queues. Nothing polls: the listener blocks on the
-socket, and a subscribing thread wakes it by publishing on this process's control channel.
+unsubscribed after the last one leaves; the listener hands each message to that job's
+local subscriber queues. Nothing polls: the listener blocks on the socket, and a thread
+that needs it (a new channel, one to drop) wakes it by publishing on this process's control
+channel (``<prefix>bus:<random id>``).
 
-Publishing is one Lua script, so it is atomic: it numbers the job's event (a per-job
-sequence), keeps it as the job's last status when it is a ``status`` (in the hash
-``<prefix>last-status:<job id>``, which expires ``LAST_STATUS_TTL_S`` after the last event, and
-``DONE_TTL_S`` after ``done``) and PUBLISHes it.
+Publishing is one Lua script, so it is atomic (jobs/numbered.py): it numbers the job's
+event, keeps it as the job's last status when it is a ``status`` (in the hash
+``<prefix>last-status:<job id>``, which expires ``LAST_STATUS_TTL_S`` after the job's last
+event, ``DONE_TTL_S`` after its ``done``) and PUBLISHes it.
 
 A late subscriber: its channel is subscribed FIRST (the listener waits for Redis to confirm
 it), then the last status is read and given first; the live events that arrived meanwhile
@@ -19,15 +20,16 @@ the subscription and the read, and nothing is given twice or out of order.
 
 Redis going away:
 
-- The listener reconnects with backoff (redis-py resubscribes its channels); once the
-  channels are confirmed again, every subscriber is given the job's last status if it
-  changed meanwhile. Events published while Redis was down are lost (pub/sub keeps nothing):
+- The listener reconnects with backoff (redis-py resubscribes its channels); once a channel
+  is confirmed again, its subscribers are given the job's last status if it changed
+  meanwhile. Other events published while Redis was down are lost (pub/sub keeps nothing):
   a waiter must still re-read the job from the store when its ``get(timeout)`` runs out.
 - ``publish`` never raises: the event is logged (once per outage) and dropped, and for
   ``PUBLISH_PAUSE_S`` after a failure further events are dropped at once instead of each
-  holding the engine's thread for the connection retries.
+  holding the engine's thread for the connection retries (~0.7 s on a refused connection).
 - ``subscribe`` raises ``StorageFailed`` (503 ``backend_unavailable``, ``Retry-After``) when
-  Redis does not confirm the subscription within ``subscribe_timeout_s``.
+  Redis cannot be reached, or does not confirm the subscription within
+  ``subscribe_timeout_s``. Subscriptions made before the outage stay and recover.
 
 ``subscribers(job_id)`` is exact for this process, plus one for every other process that
 has at least one subscriber (Redis counts connections: ``PUBSUB NUMSUB``). So it is 0 exactly
