@@ -1,11 +1,9 @@
 """The memory bus past the contract: what it remembers for late subscribers is bounded (a
-number of jobs, and a time after each job's end), and ``JobEvents`` (what jobs/service.py
-uses until the engine takes an EventBus) replays nothing."""
+number of jobs, and a time after each job's end); ``max_jobs=0`` replays nothing."""
 
 from __future__ import annotations
 
 from comfygate.jobs.bus import Subscription
-from comfygate.jobs.events import JobEvents
 from comfygate.jobs.memory_bus import MemoryBus
 
 
@@ -45,8 +43,8 @@ def test_the_last_status_is_dropped_some_time_after_done() -> None:
     assert bus.remembered() == 0
 
 
-def test_job_events_replays_nothing() -> None:
-    events = JobEvents()
+def test_a_bus_that_remembers_no_job_replays_nothing() -> None:
+    events = MemoryBus(max_jobs=0)
     events.publish("j", "status", {"status": "running"})
     assert first(events, "j") == ("progress", {"marker": True})
     assert events.remembered() == 0

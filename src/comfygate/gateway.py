@@ -19,6 +19,7 @@ from comfygate.comfy.folders import LocalFolders
 from comfygate.comfy.local import LocalComfyUI, LocalComfyUIConfig
 from comfygate.config import ConfigError, Settings, prepare_data_dir
 from comfygate.egress import EgressPolicy
+from comfygate.jobs.bus import open_bus
 from comfygate.jobs.engine import EngineOptions, JobEngine
 from comfygate.jobs.sqlite_store import SQLiteJobStore
 from comfygate.jobs.webhooks import WebhookOptions, load_or_create_secret
@@ -78,6 +79,7 @@ class Gateway:
         self.store = SQLiteJobStore(self.data_dir / "jobs.sqlite3")
         self.storage = LocalStorage(self.data_dir / "outputs")
         self.inputs = LocalStorage(self.data_dir / "inputs")
+        self.bus = open_bus(settings)
         self.metrics = Metrics()
         self.pool: BackendPool | None = None
         self.jobs: JobEngine | None = None
@@ -132,6 +134,7 @@ class Gateway:
                 ),
             ),
             metrics=self.metrics,
+            bus=self.bus,
             cache_max_bytes=int(self.settings.cache_max_mb * 1024 * 1024),
             local_folders=(
                 {LOCAL_BACKEND: LocalFolders(self.local.base_dir)} if self.local else None
@@ -179,6 +182,7 @@ class Gateway:
             self.pool.stop()
         if self.local is not None:
             self.local.stop()
+        self.bus.close()
         self.store.close()
         if self._lock is not None:
             self._lock.close()  # releases the claim on DATA_DIR

@@ -15,7 +15,8 @@ from comfygate.api.body import Body, read_body
 from comfygate.api.images import RESOLVER, run_request_with_images
 from comfygate.api.schemas import JobStatus as PublicStatus
 from comfygate.errors import BadRequest, ValidationFailed
-from comfygate.jobs.events import CLOSING
+from comfygate.jobs.bus import CLOSING
+from comfygate.jobs.ledger import VERSION
 from comfygate.jobs.model import JobStatus
 from comfygate.jobs.webhooks import check_target
 
@@ -147,13 +148,15 @@ def events(job_id: str) -> Response:
         with service.events.subscribe(job_id) as updates:
             # Subscribed first, then the current state: nothing falls between the two.
             job = service.get(job_id)
-            yield _sse("status", urls.job(job, base))
+            sent = urls.job(job, base)
+            seen = job.version  # events of this version or older say nothing new
+            yield _sse("status", sent)
             if job.progress:
                 yield _sse("progress", job.progress)
             if job.status.terminal:
-                for output in urls.job(job, base)["outputs"]:
+                for output in sent["outputs"]:
                     yield _sse("output", output)
-                yield _sse("done", urls.job(job, base))
+                yield _sse("done", sent)
                 return
             while True:
                 try:
@@ -163,6 +166,10 @@ def events(job_id: str) -> Response:
                     continue
                 if kind == CLOSING:
                     return  # the gateway is stopping: the client reconnects to the next one
+                version = data.get(VERSION) if kind in ("status", "done") else None
+                if version is not None and version <= seen and kind == "status":
+                    continue  # the bus's replay of the state just read from the store
+                seen = max(seen, version or 0)
                 yield _sse(kind, urls.event(kind, data, base))
                 if kind == "done":
                     return

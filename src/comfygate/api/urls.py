@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import request
 
+from comfygate.jobs.ledger import VERSION
 from comfygate.jobs.model import Job
 
 
@@ -23,7 +24,10 @@ def job(found: Job, base: str | None = None) -> dict[str, Any]:
 
 
 def event(kind: str, data: dict[str, Any] | None, base: str) -> dict[str, Any] | None:
-    """An event's data (made by jobs/, without a request) with its urls under ``base``."""
+    """An event's data (made by jobs/, without a request) with its urls under ``base``, and
+    without the engine's own fields (a status event's version)."""
+    if data is not None and VERSION in data:
+        data = {k: v for k, v in data.items() if k != VERSION}
     if not base or data is None:
         return data
     if kind == "output" and str(data.get("url", "")).startswith("/"):

@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from comfygate.backends.pool import Backend, BackendPool
 from comfygate.comfy.folders import LocalFolders
@@ -33,9 +33,9 @@ from comfygate.jobs.bus import CLOSING, Empty, EventBus
 from comfygate.jobs.cache import ResultCache
 from comfygate.jobs.collect import Collector
 from comfygate.jobs.dispatch import Dispatcher, DispatchOptions
-from comfygate.jobs.events import JobEvents
 from comfygate.jobs.holdings import Holdings
 from comfygate.jobs.ledger import Ledger
+from comfygate.jobs.memory_bus import MemoryBus
 from comfygate.jobs.model import Delivery, Job, JobStatus
 from comfygate.jobs.reconcile import Reconciler
 from comfygate.jobs.store import JobStore
@@ -49,6 +49,7 @@ from comfygate.templates.limits import CostLimits
 log = logging.getLogger(__name__)
 
 EXPIRY_INTERVAL_S = 5.0  # deadlines are checked this often (a scan of the unfinished jobs)
+WAIT_RECHECK_S = 5.0  # a waiting request reads the job again this often without an event
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class JobEngine:
         self.holder = holder
         self.options = options or EngineOptions()
         self.metrics = metrics or Metrics()
-        self.events: EventBus = bus or cast(EventBus, JobEvents())
+        self.events: EventBus = bus or MemoryBus()
         # Backends on this host, by name: a job's files there are removed once collected.
         self.local_folders = dict(local_folders or {})
         self.cache = (
@@ -307,9 +308,11 @@ class JobEngine:
                 if remaining <= 0:
                     return None
                 try:
-                    kind, _ = updates.get(timeout=remaining)
+                    kind, _ = updates.get(timeout=min(remaining, WAIT_RECHECK_S))
                 except Empty:
-                    return None
+                    # An event can be lost (a Redis bus that was away): the store says.
+                    job = self.get(job_id)
+                    continue
                 if kind == "done":
                     job = self.get(job_id)
                 elif kind == CLOSING:

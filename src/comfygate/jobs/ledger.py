@@ -47,6 +47,15 @@ DeliveryFor = Callable[[Job], Delivery | None]
 EndListener = Callable[[Job, Job], None]  # (the job before, the ended job)
 
 
+VERSION = "_version"  # in a status event: the version written (api/ strips it)
+
+
+def payload(job: Job) -> dict[str, Any]:
+    """A status or done event: the job object, and the version it was written as (so a
+    stream that read the job from the store can tell an older event from a newer one)."""
+    return {**job.public(), VERSION: job.version}
+
+
 class Ledger:
     def __init__(self, store: JobStore, bus: EventBus) -> None:
         self.store = store
@@ -73,7 +82,7 @@ class Ledger:
             queued = Job.from_record({**job.to_record(), "status": Q.value}, job.version)
             self._after(queued, job, "status")
         else:
-            self.bus.publish(job.id, "status", job.public())
+            self.bus.publish(job.id, "status", payload(job))
         return job
 
     # --- the one way to change a job -------------------------------------------------------
@@ -116,9 +125,9 @@ class Ledger:
 
     def _after(self, before: Job, job: Job, publish: str | None) -> None:
         if publish is not None:
-            self.bus.publish(job.id, publish, job.public())
+            self.bus.publish(job.id, publish, payload(job))
         if job.status.terminal and not before.status.terminal:
-            self.bus.publish(job.id, "done", job.public())
+            self.bus.publish(job.id, "done", payload(job))
             for listener in self._on_end:
                 try:
                     listener(before, job)
