@@ -32,7 +32,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 def _redis(request: pytest.FixtureRequest) -> Opener:
     server: RedisServer = request.getfixturevalue("redis_server")
-    server.client().flushall()
+    with server.client() as client:
+        client.flushall()
     return lambda: RedisJobStore(server.client())
 
 
@@ -303,6 +304,16 @@ def test_a_held_job_is_claimed_again_only_once_its_lease_ended(store: JobStore) 
     assert (job.id, job.holder) == (job_id, "B")
 
 
+def test_claim_never_takes_a_job_past_queued_even_if_its_lease_ended(store: JobStore) -> None:
+    [job_id] = queued(store, 1)
+    job = store.claim("A", T0 + 15, T0)
+    assert job is not None
+    job.status = JobStatus.SUBMITTED
+    assert store.swap(job, job.version)
+    assert store.claim("B", T0 + 100, T0 + 50) is None  # recovery takes it over instead
+    assert [j.id for j in store.take_over("B", T0 + 100, T0 + 50)] == [job_id]
+
+
 def test_a_released_job_is_claimable_again(store: JobStore) -> None:
     [job_id] = queued(store, 1)
     job = store.claim("A", T0 + 15, T0)
@@ -322,7 +333,11 @@ def test_concurrent_claimers_never_take_a_job_twice(open_store: Opener) -> None:
 
     def claimer(n: int) -> None:
         store = stores[n % 2]
-        while (job := store.claim(f"holder-{n}", T0 + 15, T0)) is not None:
+        # Bounded: a store that hands a job out twice must fail here, not hang.
+        while len(claimed) <= 2 * len(ids):
+            job = store.claim(f"holder-{n}", T0 + 15, T0)
+            if job is None:
+                return
             assert job.holder == f"holder-{n}"
             with lock:
                 claimed.append(job.id)
@@ -515,7 +530,10 @@ def test_deliveries_are_claimed_once_across_claimers_then_due_again(open_store: 
     lock = threading.Lock()
 
     def claimer(n: int) -> None:
-        while batch := stores[n % 2].claim_deliveries(T0, T0 + 60, 2):
+        while len(claimed) <= 2 * len(deliveries):
+            batch = stores[n % 2].claim_deliveries(T0, T0 + 60, 2)
+            if not batch:
+                return
             with lock:
                 claimed.extend(d.id for d in batch)
 
