@@ -91,7 +91,8 @@ def test_deleting_a_job_leaves_nothing_of_it_in_redis(
         store.delete(job_id)
 
     def mentions(key: bytes) -> str:
-        kind = client.type(key).decode()
+        kind = client.type(key)
+        kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind == "zset":
             return repr(client.zrange(key, 0, -1))
         if kind == "set":
