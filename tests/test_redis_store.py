@@ -82,6 +82,18 @@ def test_every_key_is_under_the_prefix_and_prefixes_keep_deployments_apart(
     assert two.count(frozenset(JobStatus)) == 5
 
 
+def test_a_client_that_decodes_responses_works_alike(redis_server: RedisServer) -> None:
+    with redis.Redis.from_url(redis_server.url, decode_responses=True) as text:
+        store = RedisJobStore(text)
+        ids = use_everything(store)
+        job = store.get(ids[0])
+        assert job is not None
+        assert (job.holder, job.version) == ("A", 2)
+        assert store.claim_key("idem-1", "x", "y") == (ids[3], "fp")
+        assert [d.job_id for d in store.claim_deliveries(T0, T0 + 60, 5)] == [ids[2]]
+        assert store.cache_oldest(5) == ["c1"]
+
+
 def test_deleting_a_job_leaves_nothing_of_it_in_redis(
     redis_server: RedisServer, client: redis.Redis, open_store: Callable[..., RedisJobStore]
 ) -> None:

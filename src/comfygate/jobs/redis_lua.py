@@ -1,6 +1,7 @@
-"""The Lua scripts of the Redis job store: every write, and every read that must see several
-keys at one instant, is one script, so Redis runs it atomically (no check-then-set from
-Python, whatever the number of replicas).
+"""The Lua scripts of the Redis job store, for jobs and leases (``redis_lua_records.py`` has
+those of the records beside them): every write, and every read that must see several keys
+at one instant, is one script, so Redis runs it atomically (no check-then-set from Python,
+whatever the number of replicas).
 
 Keys, all under the store's prefix ``P`` (the first argument of every script):
 
@@ -34,8 +35,8 @@ formatted with 14 digits, which would round a timestamp to 0.1 ms or worse.
 
 from __future__ import annotations
 
-# Shared by the scripts below (Redis 7's functions would share them, register_script cannot).
-_PRELUDE = """
+# Shared by the scripts (Redis 7's functions could share them; register_script cannot).
+PRELUDE = """
 local P = ARGV[1]
 local TERMINAL = {succeeded = true, failed = true, cancelled = true}
 local STATUSES = {'queued', 'submitted', 'running', 'succeeded', 'failed', 'cancelled'}
@@ -113,7 +114,7 @@ end
 
 # ARGV: P, id, rec, status, owner, finished_at, ttl_ms. 0 if the id exists.
 INSERT = (
-    _PRELUDE
+    PRELUDE
     + """
 local id = ARGV[2]
 local k = jobkey(id)
@@ -129,7 +130,7 @@ return 1
 # ARGV: P, id, expected, rec, status, owner, holder, finished_at, ttl_ms
 #       [, delivery id, delivery rec, state, next attempt]. The new version, or 0.
 SWAP = (
-    _PRELUDE
+    PRELUDE
     + """
 local id = ARGV[2]
 local k = jobkey(id)
@@ -148,7 +149,7 @@ return v
 # {rec, v, holder, ... of up to limit jobs, newest first; the last one's seq or false}.
 # Members whose job expired are dropped from the index they were found in.
 PAGE = (
-    _PRELUDE
+    PRELUDE
     + """
 local limit = tonumber(ARGV[2])
 local bound = ARGV[3]
@@ -190,7 +191,7 @@ return {out, false}
 
 # ARGV: P. {rec, v, holder, seq, ...} of every unfinished job.
 UNFINISHED = (
-    _PRELUDE
+    PRELUDE
     + """
 local out = {}
 for _, s in ipairs(STATUSES) do
@@ -209,7 +210,7 @@ return out
 
 # ARGV: P, id. The job, its index entries, idempotency keys, deliveries and in-flight keys.
 DELETE = (
-    _PRELUDE
+    PRELUDE
     + """
 local id = ARGV[2]
 local k = jobkey(id)
@@ -244,7 +245,7 @@ return 1
 # ARGV: P, holder, until, now, exclude... The oldest queued job that nobody holds (or whose
 # lease ended before now), taken: {rec, v, holder} or false.
 CLAIM = (
-    _PRELUDE
+    PRELUDE
     + """
 local holder, untl, now = ARGV[2], ARGV[3], ARGV[4]
 local skip = {}
@@ -260,8 +261,9 @@ while not best do
   start = start + 100
 end
 -- Queued jobs claimed by a holder that died before submitting them: few, and taken over
--- by the next take_over anyway.
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', '(' .. now)) do
+-- by the next take_over anyway (bounded: a script blocks Redis while it runs).
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', '(' .. now,
+                               'LIMIT', 0, 1000)) do
   if not skip[id] then
     local d = redis.call('HMGET', jobkey(id), 'status', 'seq')
     if d[1] == 'queued' and (not best_seq or tonumber(d[2]) < best_seq) then
@@ -277,7 +279,7 @@ return take(best, holder, untl)
 # ARGV: P, holder, until, now, limit, own ('1' or ''). {rec, v, holder, ...}: the unfinished
 # jobs whose lease ended before now (and, with own, those holder holds), oldest first, taken.
 TAKE_OVER = (
-    _PRELUDE
+    PRELUDE
     + """
 local holder, untl, now, limit, own = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local seen, list = {}, {}
@@ -309,7 +311,7 @@ return out
 
 # ARGV: P, holder, until, ids... The ids holder still holds (their leases extended).
 RENEW = (
-    _PRELUDE
+    PRELUDE
     + """
 local holder, untl = ARGV[2], ARGV[3]
 local out = {}
@@ -323,116 +325,14 @@ return out
 """
 )
 
-# ARGV: P, key, job id, ttl_ms. The job id bound now: another one stays bound while it is
-# unfinished or not written yet (the caller joins before it inserts).
-JOIN_IN_FLIGHT = (
-    _PRELUDE
-    + """
-local fk = P .. 'inflight:' .. ARGV[2]
-local cur = redis.call('GET', fk)
-if cur and cur ~= ARGV[3] then
-  local status = redis.call('HGET', jobkey(cur), 'status')
-  if not status or not TERMINAL[status] then return cur end
-end
-redis.call('SET', fk, ARGV[3], 'PX', ARGV[4])
-local rk = P .. 'job-inflight:' .. ARGV[3]
-redis.call('SADD', rk, ARGV[2])
-redis.call('PEXPIRE', rk, ARGV[4])
-return ARGV[3]
-"""
-)
 
-# ARGV: P, key, job id.
-LEAVE_IN_FLIGHT = """
-local fk = ARGV[1] .. 'inflight:' .. ARGV[2]
-if redis.call('GET', fk) == ARGV[3] then redis.call('DEL', fk) end
-redis.call('SREM', ARGV[1] .. 'job-inflight:' .. ARGV[3], ARGV[2])
-return 1
-"""
-
-# ARGV: P, key, fingerprint, job id, ttl_ms. {job id, fingerprint} the key is bound to.
-CLAIM_KEY = (
-    _PRELUDE
-    + """
-local ik = P .. 'idem:' .. ARGV[2]
-local cur = redis.call('HMGET', ik, 'job', 'fp')
-if cur[1] then return cur end
-redis.call('HSET', ik, 'job', ARGV[4], 'fp', ARGV[3])
-redis.call('PEXPIRE', ik, ARGV[5])
-local keys = P .. 'job-keys:' .. ARGV[4]
-redis.call('SADD', keys, ARGV[2])
-redis.call('PEXPIRE', keys, ARGV[5])
-return {ARGV[4], ARGV[3]}
-"""
-)
-
-# ARGV: P, id, data, ttl_ms. 0 if the id exists.
-INSERT_BATCH = """
-local bk = ARGV[1] .. 'batch:' .. ARGV[2]
-if redis.call('EXISTS', bk) == 1 then return 0 end
-redis.call('HSET', bk, 'data', ARGV[3])
-redis.call('PEXPIRE', bk, ARGV[4])
-return 1
-"""
-
-# ARGV: P, id, jobs, ttl_ms. Only an existing batch.
-SET_BATCH_JOBS = """
-local bk = ARGV[1] .. 'batch:' .. ARGV[2]
-if redis.call('EXISTS', bk) == 0 then return 0 end
-redis.call('HSET', bk, 'jobs', ARGV[3])
-redis.call('PEXPIRE', bk, ARGV[4])
-return 1
-"""
-
-# ARGV: P, key, outputs, size, used_at.
-CACHE_PUT = """
-local P = ARGV[1]
-local ck = P .. 'cache:' .. ARGV[2]
-local old = redis.call('HGET', ck, 'size')
-if old then redis.call('DECRBY', P .. 'cache-bytes', old) end
-redis.call('HSET', ck, 'outputs', ARGV[3], 'size', ARGV[4])
-redis.call('ZADD', P .. 'cache-lru', ARGV[5], ARGV[2])
-redis.call('INCRBY', P .. 'cache-bytes', ARGV[4])
-return 1
-"""
-
-# ARGV: P, key.
-CACHE_DELETE = """
-local P = ARGV[1]
-local ck = P .. 'cache:' .. ARGV[2]
-local old = redis.call('HGET', ck, 'size')
-if not old then return 0 end
-redis.call('DECRBY', P .. 'cache-bytes', old)
-redis.call('DEL', ck)
-redis.call('ZREM', P .. 'cache-lru', ARGV[2])
-return 1
-"""
-
-# ARGV: P, id, job id, rec, state, next attempt ('' none), ttl_ms.
-SAVE_DELIVERY = (
-    _PRELUDE
-    + """
-save_delivery(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
-return 1
-"""
-)
-
-# ARGV: P, now, until, limit. The recs of the pending deliveries due at now, oldest first,
-# each now due at until.
-CLAIM_DELIVERIES = """
-local P = ARGV[1]
-local out = {}
-for _, did in ipairs(redis.call('ZRANGEBYSCORE', P .. 'dlv-due', '-inf', ARGV[2],
-                                'LIMIT', 0, tonumber(ARGV[4]))) do
-  local dk = P .. 'dlv:' .. did
-  local rec = redis.call('HGET', dk, 'rec')
-  if rec then
-    redis.call('ZADD', P .. 'dlv-due', ARGV[3], did)
-    redis.call('HSET', dk, 'at', ARGV[3])
-    out[#out + 1] = rec
-  else
-    redis.call('ZREM', P .. 'dlv-due', did)  -- expired
-  end
-end
-return out
-"""
+SCRIPTS = {
+    "INSERT": INSERT,
+    "SWAP": SWAP,
+    "PAGE": PAGE,
+    "UNFINISHED": UNFINISHED,
+    "DELETE": DELETE,
+    "CLAIM": CLAIM,
+    "TAKE_OVER": TAKE_OVER,
+    "RENEW": RENEW,
+}

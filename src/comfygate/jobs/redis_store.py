@@ -2,7 +2,7 @@
 
 The same ``JobStore`` contract as SQLite (``tests/contracts/test_job_store_contract.py``).
 Each method is one Redis command or one Lua script (``jobs/redis_lua.py``, which also draws
-the key layout), so a claim, a takeover or a compare-and-set is atomic in Redis itself. Keys
+the key layout, and ``jobs/redis_lua_records.py``), so a claim, a takeover or a compare-and-set is atomic in Redis itself. Keys
 live under a prefix; a finished job's keys get a TTL of the retention plus a grace period
 (the retention sweep deletes it at the retention; the TTL is for a store nobody sweeps). A
 Redis that cannot be reached gives ``StorageFailed`` (503, ``Retry-After``) from every method,
@@ -22,7 +22,7 @@ import redis
 from redis.commands.core import Script
 
 from comfygate.errors import StorageFailed
-from comfygate.jobs import redis_lua as lua
+from comfygate.jobs import redis_lua, redis_lua_records
 from comfygate.jobs.model import Delivery, Job, JobStatus, Output
 from comfygate.jobs.store import CacheEntry
 
@@ -117,7 +117,7 @@ class RedisJobStore:
         self.prefix = prefix
         self._ttl = _ms(retention_s + grace_s)
         self._batch_ttl = _ms(BATCH_RETENTIONS * retention_s + grace_s)
-        scripts = {name: getattr(lua, name) for name in dir(lua) if name.isupper()}
+        scripts = {**redis_lua.SCRIPTS, **redis_lua_records.SCRIPTS}
         self._scripts: dict[str, Script] = {
             name: client.register_script(source) for name, source in scripts.items()
         }
