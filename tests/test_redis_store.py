@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from comfygate import redisconn
 from comfygate.errors import StorageFailed
 from comfygate.jobs.model import Delivery, JobStatus, Output
 from comfygate.jobs.redis_store import EXPIRY_GRACE_S, RedisJobStore
@@ -36,11 +37,14 @@ def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def open_store() -> Iterator[Callable[..., RedisJobStore]]:
-    """RedisJobStore(client, ...) for a client of its own; all closed at the end."""
+    """RedisJobStore(client, ...) on a client as the gateway makes it (redisconn: timeouts,
+    retries with backoff); all closed at the end."""
     opened: list[RedisJobStore] = []
 
-    def _open(server: RedisServer, **options: Any) -> RedisJobStore:
-        opened.append(RedisJobStore(server.client(), **options))
+    def _open(
+        server: RedisServer, *, retries: int = redisconn.RETRIES, **options: Any
+    ) -> RedisJobStore:
+        opened.append(RedisJobStore(redisconn.connect(server.url, retries=retries), **options))
         return opened[-1]
 
     yield _open
@@ -150,7 +154,7 @@ def test_a_finished_job_expires_after_the_retention(
 def test_a_redis_that_goes_away_gives_storage_failed_then_the_store_works_again(
     redis_server: RedisServer, open_store: Callable[..., RedisJobStore]
 ) -> None:
-    store = open_store(redis_server)
+    store = open_store(redis_server, retries=0)  # each call fails at once, not after backoff
     [job_id] = queued(store, 1)
     job = store.get(job_id)
     assert job is not None

@@ -1,13 +1,15 @@
 """The job store contract: what the engine relies on, run against every implementation.
 
-A new store is one line in ``STORES``: a name and a function that, given the test's
-request, returns an opener (each call opens another store object on the same state, as
-another process or replica would). Times are given explicitly (``now``, ``until``), as the
-engine passes them, so no assertion depends on the wall clock.
+A new store is one line in ``STORES`` (``sqlite``, ``redis`` on a real redis-server): a name
+and a function that, given the test's request, returns an opener (each call opens another
+store object on the same state, as another process or replica would). Times are given
+explicitly (``now``, ``until``), as the engine passes them, so no assertion depends on the
+wall clock.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -15,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from comfygate import redisconn
 from comfygate.jobs.model import Delivery, Job, JobStatus, Output
 from comfygate.jobs.redis_store import RedisJobStore
+from comfygate.jobs.sqlite_store import SQLiteJobStore
 from comfygate.jobs.store import CacheEntry, JobStore
 from tests.processes import RedisServer
 
@@ -34,10 +38,15 @@ def _redis(request: pytest.FixtureRequest) -> Opener:
     server: RedisServer = request.getfixturevalue("redis_server")
     with server.client() as client:
         client.flushall()
-    return lambda: RedisJobStore(server.client())
+    return lambda: RedisJobStore(redisconn.connect(server.url))
+
+
+def _sqlite(request: pytest.FixtureRequest) -> Opener:
+    return functools.partial(SQLiteJobStore, request.getfixturevalue("tmp_path") / "jobs.sqlite3")
 
 
 STORES: dict[str, Callable[[pytest.FixtureRequest], Opener]] = {
+    "sqlite": _sqlite,
     "redis": _redis,
 }
 
@@ -380,10 +389,10 @@ def test_take_over_with_own_takes_a_holders_own_jobs_at_once(store: JobStore) ->
     assert store.claim("B", T0 + 15, T0) is not None
     assert store.take_over("A", T0 + 20, T0 + 1) == []  # while running: only ended leases
     # A restarted: its leases are still live, and it need not wait for them.
-    mine = store.take_over("A", T0 + 20, T0 + 1, own=True)  # type: ignore[call-arg]
+    mine = store.take_over("A", T0 + 20, T0 + 1, own=True)
     assert [j.id for j in mine] == ids[:2]
     assert [j.version for j in mine] == [3, 3]
-    again = store.take_over("A", T0 + 20, T0 + 1, limit=1, own=True)  # type: ignore[call-arg]
+    again = store.take_over("A", T0 + 20, T0 + 1, limit=1, own=True)
     assert [j.id for j in again] == ids[:1]
 
 

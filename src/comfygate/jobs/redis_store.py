@@ -2,28 +2,27 @@
 
 The same ``JobStore`` contract as SQLite (``tests/contracts/test_job_store_contract.py``).
 Each method is one Redis command or one Lua script (``jobs/redis_lua.py``, which also draws
-the key layout, and ``jobs/redis_lua_records.py``), so a claim, a takeover or a compare-and-set is atomic in Redis itself. Keys
-live under a prefix; a finished job's keys get a TTL of the retention plus a grace period
-(the retention sweep deletes it at the retention; the TTL is for a store nobody sweeps). A
-Redis that cannot be reached gives ``StorageFailed`` (503, ``Retry-After``) from every method,
-and the same store works again once Redis is back (redis-py reconnects and reloads scripts).
+the key layout, and ``jobs/redis_lua_records.py``), so a claim, a takeover or a compare-and-set
+is atomic in Redis itself. Keys live under a prefix; a finished job's keys get a TTL of
+the retention plus a grace period (the retention sweep deletes it at the retention; the TTL
+is for a store nobody sweeps). A Redis that cannot be reached gives ``StorageFailed`` (503,
+``Retry-After``) from every method, and the same store works again once Redis is back
+(redis-py reconnects and reloads scripts).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import functools
 import json
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import redis
 from redis.commands.core import Script
 
-from comfygate.errors import StorageFailed
+from comfygate import redisconn
 from comfygate.jobs import redis_lua, redis_lua_records
 from comfygate.jobs.model import Delivery, Job, JobStatus, Output
+from comfygate.jobs.sqlite_store import decode_cursor, encode_cursor  # one cursor format
 from comfygate.jobs.store import CacheEntry
 
 # Keys of one deployment start with it (several deployments can share one Redis).
@@ -37,39 +36,11 @@ EXPIRY_GRACE_S = 3600.0
 # Batches outlive their last write by this many retentions (their jobs finish later).
 BATCH_RETENTIONS = 2
 
-_UNFINISHED = tuple(s for s in JobStatus if not s.terminal)
 _ALL = tuple(JobStatus)
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-# What an unreachable, restarting or read-only Redis raises (BusyLoadingError, while it
-# reads its AOF, is a ConnectionError).
-_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
-
-
-def _guarded(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    @functools.wraps(method)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return method(*args, **kwargs)
-        except _UNAVAILABLE as exc:
-            raise StorageFailed("the job store (Redis) cannot be reached") from exc
-
-    return wrapper
-
-
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int | None:
-    """The seq a cursor of ours points below; None for any other string."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    return int(text[1:]) if text.startswith("s") and text[1:].isdigit() else None
+# Every method: a Redis that cannot be reached (no connection, no answer in time, a
+# read-only replica) is StorageFailed (503 with Retry-After); any other error is a bug.
+_guarded = redisconn.as_storage_failed("using the job store")
 
 
 def _text(value: Any) -> str:
@@ -103,8 +74,8 @@ def _delivery(rec: Any, at: Any) -> Delivery:
 
 class RedisJobStore:
     """Jobs, the queue, leases, keys, batches, the cache index and the webhook outbox in
-    Redis, under ``prefix``. ``client``: a made ``redis.Redis`` (its timeouts and retries are
-    the caller's); this store closes it."""
+    Redis, under ``prefix``. ``client``: a made ``redis.Redis`` (``redisconn.connect``: its
+    timeouts and retries); this store closes it."""
 
     def __init__(
         self,
