@@ -189,6 +189,32 @@ def test_a_redis_that_goes_away_gives_storage_failed_then_the_store_works_again(
     assert claimed.id == again
 
 
+def test_a_write_re_sent_after_its_reply_was_lost_answers_as_the_first_time(
+    redis_server: RedisServer, open_store: Callable[..., RedisJobStore]
+) -> None:
+    # redisconn re-sends a command that timed out; Redis may have run it the first time.
+    store = open_store(redis_server)
+    job = new_job()
+    store.insert(job)
+    store.insert(job)  # the same record again: not "exists"
+    with pytest.raises(ValueError, match="exists"):
+        store.insert(new_job(id=job.id, template="other"))  # another record, that id
+    job.attempts = 1
+    assert store.swap(job, 1)
+    assert store.swap(job, 1)  # its own write, found one version on
+    assert job.version == 2
+    other = store.get(job.id)
+    assert other is not None
+    other.attempts = 2
+    assert not store.swap(other, 1)  # another write on the same version is stale
+    other.holder = "B"
+    other.attempts = 1
+    assert not store.swap(other, 1)  # the same record from another holder is too
+    got = store.get(job.id)
+    assert got is not None
+    assert (got.version, got.attempts, got.holder) == (2, 1, None)
+
+
 def test_with_aof_a_redis_restart_keeps_every_job(
     tmp_path: Path, open_store: Callable[..., RedisJobStore]
 ) -> None:

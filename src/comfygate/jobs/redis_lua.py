@@ -112,13 +112,18 @@ local function take(id, holder, untl)
 end
 """
 
-# ARGV: P, id, rec, status, owner, finished_at, ttl_ms. 0 if the id exists.
+# ARGV: P, id, rec, status, owner, finished_at, ttl_ms. 0 if the id exists (1 if it holds
+# this very record at version 1: the same insert, re-sent after its reply was lost).
 INSERT = (
     PRELUDE
     + """
 local id = ARGV[2]
 local k = jobkey(id)
-if redis.call('EXISTS', k) == 1 then return 0 end
+if redis.call('EXISTS', k) == 1 then
+  local d = redis.call('HMGET', k, 'rec', 'v')
+  if d[1] == ARGV[3] and d[2] == '1' then return 1 end
+  return 0
+end
 local seq = redis.call('INCR', P .. 'seq')
 redis.call('HSET', k, 'rec', ARGV[3], 'v', 1, 'status', ARGV[4], 'owner', ARGV[5],
            'holder', '', 'seq', seq)
@@ -128,14 +133,22 @@ return 1
 )
 
 # ARGV: P, id, expected, rec, status, owner, holder, finished_at, ttl_ms
-#       [, delivery id, delivery rec, state, next attempt]. The new version, or 0.
+#       [, delivery id, delivery rec, state, next attempt]. The new version, or 0. A swap
+# re-sent after its reply was lost (redisconn retries a timeout) finds its own write, one
+# version on, and answers as the first time.
 SWAP = (
     PRELUDE
     + """
 local id = ARGV[2]
 local k = jobkey(id)
-local cur = redis.call('HMGET', k, 'v', 'status', 'owner', 'holder', 'seq')
-if not cur[1] or tonumber(cur[1]) ~= tonumber(ARGV[3]) then return 0 end
+local cur = redis.call('HMGET', k, 'v', 'status', 'owner', 'holder', 'seq', 'rec')
+if not cur[1] then return 0 end
+if tonumber(cur[1]) ~= tonumber(ARGV[3]) then
+  if tonumber(cur[1]) == tonumber(ARGV[3]) + 1 and cur[6] == ARGV[4] and cur[4] == ARGV[7] then
+    return tonumber(cur[1])
+  end
+  return 0
+end
 local v = tonumber(cur[1]) + 1
 redis.call('HSET', k, 'rec', ARGV[4], 'v', v, 'status', ARGV[5], 'owner', ARGV[6],
            'holder', ARGV[7])
