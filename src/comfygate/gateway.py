@@ -14,6 +14,9 @@ import uuid
 from pathlib import Path
 from typing import IO
 
+import redis
+
+from comfygate import redisconn
 from comfygate.backends.pool import BackendPool
 from comfygate.comfy.folders import LocalFolders
 from comfygate.comfy.local import LocalComfyUI, LocalComfyUIConfig
@@ -21,7 +24,9 @@ from comfygate.config import ConfigError, Settings, prepare_data_dir
 from comfygate.egress import EgressPolicy
 from comfygate.jobs.bus import open_bus
 from comfygate.jobs.engine import EngineOptions, JobEngine
+from comfygate.jobs.redis_store import RedisJobStore
 from comfygate.jobs.sqlite_store import SQLiteJobStore
+from comfygate.jobs.store import JobStore
 from comfygate.jobs.webhooks import WebhookOptions, load_or_create_secret
 from comfygate.metrics import Metrics
 from comfygate.storage.local import LocalStorage
@@ -57,6 +62,14 @@ def claim_data_dir(data_dir: Path) -> IO[str]:
     return handle
 
 
+def open_store(settings: Settings, data_dir: Path, client: redis.Redis | None) -> JobStore:
+    """The job store the settings name: Redis (shared by replicas) when ``REDIS_URL`` is set,
+    else the embedded SQLite file in DATA_DIR."""
+    if client is not None:
+        return RedisJobStore(client, settings.redis_prefix, settings.job_retention_s)
+    return SQLiteJobStore(data_dir / "jobs.sqlite3")
+
+
 class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -76,10 +89,12 @@ class Gateway:
                     extra_model_paths=settings.extra_model_paths,
                 )
             )
-        self.store = SQLiteJobStore(self.data_dir / "jobs.sqlite3")
+        # One Redis client (a connection pool) for the store and the bus, when REDIS_URL is set.
+        self.redis = redisconn.connect(settings.redis_url) if settings.redis_url else None
+        self.store = open_store(settings, self.data_dir, self.redis)
         self.storage = LocalStorage(self.data_dir / "outputs")
         self.inputs = LocalStorage(self.data_dir / "inputs")
-        self.bus = open_bus(settings)
+        self.bus = open_bus(settings, self.redis)
         self.metrics = Metrics()
         self.pool: BackendPool | None = None
         self.jobs: JobEngine | None = None
@@ -185,6 +200,8 @@ class Gateway:
             self.local.stop()
         self.bus.close()
         self.store.close()
+        if self.redis is not None:
+            self.redis.close()
         if self._lock is not None:
             self._lock.close()  # releases the claim on DATA_DIR
             self._lock = None

@@ -25,7 +25,7 @@ from typing import Any
 
 from comfygate.backends.pool import Backend, BackendPool
 from comfygate.comfy.folders import LocalFolders
-from comfygate.errors import Conflict, GatewayStopping
+from comfygate.errors import Conflict, GatewayStopping, StorageFailed
 from comfygate.inputs.images import CheckedImage
 from comfygate.jobs import batches, retention
 from comfygate.jobs.admission import Admission, AdmissionOptions
@@ -190,6 +190,7 @@ class JobEngine:
     def _loop(self) -> None:
         last_poll = last_lease = last_expiry = 0.0
         last_sweep = time.monotonic()
+        store_down = False
         opts = self.options
         while not self._stop.is_set():
             self._wake.wait(opts.poll_interval_s)
@@ -213,6 +214,13 @@ class JobEngine:
                 if current - last_sweep >= opts.sweep_interval_s:
                     last_sweep = current
                     self.sweep()
+                if store_down:
+                    log.info("the job store answers again")
+                    store_down = False
+            except StorageFailed as exc:
+                if not store_down:  # once per outage, not once a second
+                    log.warning("%s; waiting for it", exc.message)
+                    store_down = True
             except Exception:
                 log.exception("job engine iteration failed")
 

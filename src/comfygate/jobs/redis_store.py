@@ -22,8 +22,7 @@ from redis.commands.core import Script
 from comfygate import redisconn
 from comfygate.jobs import redis_lua, redis_lua_records
 from comfygate.jobs.model import Delivery, Job, JobStatus, Output
-from comfygate.jobs.sqlite_store import decode_cursor, encode_cursor  # one cursor format
-from comfygate.jobs.store import CacheEntry
+from comfygate.jobs.store import CacheEntry, decode_cursor, encode_cursor  # one cursor format
 
 # Keys of one deployment start with it (several deployments can share one Redis).
 DEFAULT_PREFIX = "comfygate:"

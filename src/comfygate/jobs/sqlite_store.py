@@ -8,8 +8,6 @@ the calling thread's own connection (``sqlite.Database``). A store keeps JSON, n
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 
 from comfygate.jobs.model import Delivery, Job, JobStatus, Output
 from comfygate.jobs.sqlite import Database, GroupInsert
-from comfygate.jobs.store import CacheEntry
+from comfygate.jobs.store import CacheEntry, decode_cursor, encode_cursor
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -71,22 +69,6 @@ _COLUMNS = "data, version, holder"
 
 def _job(row: tuple[Any, ...]) -> Job:
     return Job.from_record(json.loads(row[0]), version=int(row[1]), holder=row[2])
-
-
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int | None:
-    """The row a cursor points at; None for a cursor this store did not make. (A bare number
-    is accepted too: the cursor of versions before it was opaque.)"""
-    if cursor.isdigit():
-        return int(cursor) if 0 < int(cursor) < 2**63 else None
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    return int(text[1:]) if text.startswith("s") and text[1:].isdigit() else None
 
 
 class SQLiteJobStore:

@@ -20,6 +20,8 @@ script or ``MULTI`` in Redis), never a read-then-write from Python.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -147,3 +149,20 @@ class JobStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# The job-list cursor, one format for every store: a job's insertion sequence, opaque.
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int | None:
+    """The row a cursor points at; None for a cursor this store did not make. (A bare number
+    is accepted too: the cursor of versions before it was opaque.)"""
+    if cursor.isdigit():
+        return int(cursor) if 0 < int(cursor) < 2**63 else None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return int(text[1:]) if text.startswith("s") and text[1:].isdigit() else None
