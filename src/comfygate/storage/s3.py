@@ -63,6 +63,9 @@ def make_client(endpoint_url: str | None = None) -> S3Client:
 
 def _failed(operation: str, exc: Exception) -> StorageFailed:
     log.warning("S3 %s failed: %s", operation, type(exc).__name__)
+    context = exc.__context__  # boto3's upload wraps S3's answer in an S3UploadFailedError
+    if not isinstance(exc, ClientError) and isinstance(context, ClientError):
+        exc = context
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "unknown")
         return StorageFailed(f"output storage (S3) refused {operation}: {code}")
