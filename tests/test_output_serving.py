@@ -20,6 +20,8 @@ from flask import Flask
 
 from comfygate.cli import main
 from comfygate.config import ConfigError, load_settings
+from comfygate.sdk import Client
+from comfygate.sdk.errors import ComfyGateError
 from comfygate.storage.local import LocalStorage
 from comfygate.storage.resolve import open_storage
 from comfygate.testing.fake_comfyui import FakeComfyUI
@@ -220,3 +222,25 @@ def test_comfygate_config_shows_the_storage_settings(monkeypatch: pytest.MonkeyP
     assert rows["S3_ENDPOINT_URL"][0] == "http://127.0.0.1:9000"
     assert rows["OUTPUT_URLS"] == ["presigned", "flag"]
     assert rows["PRESIGN_EXPIRES_S"] == ["3600", "default"]
+
+
+def test_the_sdk_downloads_a_presigned_output_without_its_key(
+    fake: FakeComfyUI,
+    make_app: MakeApp,
+    s3_env: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    app = make_s3_app(make_app, fake, s3_env, output_urls="presigned")
+    job, png = solid_job(app)
+    into_s3(app, [job["id"]], monkeypatch)
+    url = body(app.test_client().get(f"/v1/jobs/{job['id']}"))["outputs"][0]["url"]
+    # S3 refuses a presigned url that comes with an Authorization header too.
+    assert requests.get(url, headers={"Authorization": "Bearer k"}, timeout=10).status_code >= 400
+    with Client("http://127.0.0.1:9", api_key="the-users-key") as gw:  # no gateway needed
+        saved = gw.download({**job["outputs"][0], "url": url}, tmp_path / "out.png")
+        assert saved.read_bytes() == png
+        app.extensions["comfygate"].storage.delete_group(job["id"])
+        with pytest.raises(ComfyGateError, match="presigned url"):
+            gw.download(url, tmp_path / "gone.png")
+    assert not (tmp_path / "gone.png").exists()
