@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import urllib3
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
@@ -78,7 +79,8 @@ def _missing(exc: Exception) -> bool:
     return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _MISSING
 
 
-_ERRORS = (BotoCoreError, ClientError, Boto3Error)
+# urllib3's own: a body read can end in one botocore does not translate.
+_ERRORS = (BotoCoreError, ClientError, Boto3Error, urllib3.exceptions.HTTPError)
 
 
 class _ChunkReader(io.RawIOBase):
