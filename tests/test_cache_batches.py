@@ -103,8 +103,9 @@ def test_the_cache_survives_a_restart(fake: FakeComfyUI, make_app: MakeApp, tmp_
 def test_vanished_files_are_not_served(app: Flask, fake: FakeComfyUI) -> None:
     client = app.test_client()
     generate(client, SEEDED)
-    cache = app.extensions["comfygate"].jobs.cache
-    for path in cache.root.glob("*/*"):
+    gateway = app.extensions["comfygate"]
+    [key] = [d for d in gateway.storage.root.iterdir() if len(d.name) == 64]  # the entry's
+    for path in key.iterdir():
         path.unlink()
     again = generate(client, SEEDED)
     assert len(fake.submissions) == 2
@@ -310,13 +311,13 @@ def test_an_entry_evicted_during_a_hit_runs_the_job_instead(
 ) -> None:
     first = generate(client, SEEDED)
     storage = app.extensions["comfygate"].jobs.storage
-    real_adopt = storage.adopt
+    real_copy = storage.copy
 
     def vanished(*args: Any) -> None:
-        storage.adopt = real_adopt  # only this once
+        storage.copy = real_copy  # only this once
         raise FileNotFoundError("evicted meanwhile")
 
-    storage.adopt = vanished
+    storage.copy = vanished
     again = generate(client, SEEDED)
     assert again.headers["Content-Type"] == first.headers["Content-Type"] == "image/png"
     assert len(fake.submissions) == 2  # it ran on ComfyUI
@@ -334,7 +335,8 @@ def test_an_idempotent_replay_of_a_cached_request_leaves_no_files_behind(
     assert one["cached"] is True
     outputs = app.extensions["comfygate"].jobs.storage.root
     jobs = {j["id"] for j in body(client.get("/v1/jobs"))["jobs"]}
-    assert {d.name for d in outputs.iterdir()} == jobs
+    # The job folders (a cached entry, its 64-hex key, is kept apart from every job).
+    assert {d.name for d in outputs.iterdir() if len(d.name) == 32} == jobs
 
 
 def test_cached_results_are_served_while_every_backend_is_down(

@@ -76,8 +76,8 @@ def test_the_store_keeps_a_jobs_status_and_record(tmp_path: Path) -> None:
     store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
     made = job(1)
     store.insert(made)
-    made.move_to(JobStatus.RUNNING)
-    store.update(made)
+    made.status = JobStatus.RUNNING
+    assert store.swap(made, made.version)
     store.close()
     again = SQLiteJobStore(tmp_path / "jobs.sqlite3")
     read = again.get(made.id)

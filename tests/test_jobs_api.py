@@ -233,13 +233,13 @@ def test_webhook_failures_are_visible_on_the_job(
 def test_progress_is_not_written_on_every_step(app: Flask, fake: FakeComfyUI) -> None:
     gateway = app.extensions["comfygate"]
     writes: list[str] = []
-    original = gateway.store.update
+    original = gateway.store.swap
 
-    def counting(job: Any) -> None:
+    def counting(job: Any, expected: int, delivery: Any = None) -> bool:
         writes.append(job.status.value)
-        original(job)
+        return bool(original(job, expected, delivery))
 
-    gateway.store.update = counting
+    gateway.store.swap = counting
     client = app.test_client()
     job = submit(client, {**SMALL, "steps": 150})
     done = finished(client, job["id"])

@@ -229,6 +229,14 @@ class Settings(BaseModel):
         description="a Redis server the replicas share (redis://[:password@]host:6379/0, "
         "rediss:// for TLS); today it holds the rate-limit counters",
     )
+    redis_prefix: str = Field(
+        "comfygate:",
+        min_length=1,
+        max_length=100,
+        pattern=r"^\S+$",
+        description="the start of every key and channel the gateway keeps in Redis (so "
+        "several deployments can share one Redis)",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="json: one JSON object per line"
     )

@@ -19,8 +19,8 @@ from comfygate.comfy.folders import LocalFolders
 from comfygate.comfy.local import LocalComfyUI, LocalComfyUIConfig
 from comfygate.config import ConfigError, Settings, prepare_data_dir
 from comfygate.egress import EgressPolicy
-from comfygate.jobs.cache import ResultCache
-from comfygate.jobs.service import JobService, ServiceOptions
+from comfygate.jobs.bus import open_bus
+from comfygate.jobs.engine import EngineOptions, JobEngine
 from comfygate.jobs.sqlite_store import SQLiteJobStore
 from comfygate.jobs.webhooks import WebhookOptions, load_or_create_secret
 from comfygate.metrics import Metrics
@@ -78,9 +78,11 @@ class Gateway:
             )
         self.store = SQLiteJobStore(self.data_dir / "jobs.sqlite3")
         self.storage = LocalStorage(self.data_dir / "outputs")
+        self.inputs = LocalStorage(self.data_dir / "inputs")
+        self.bus = open_bus(settings)
         self.metrics = Metrics()
         self.pool: BackendPool | None = None
-        self.jobs: JobService | None = None
+        self.jobs: JobEngine | None = None
         self._lock: IO[str] | None = None
         self.started = False
 
@@ -92,20 +94,25 @@ class Gateway:
             url = self.local.start()
             self.local.watch()
             specs.append(f"{LOCAL_BACKEND}={url}")
+        client_id = self._client_id()
         self.pool = BackendPool(
             specs,
             connect_timeout_s=self.settings.connect_timeout_s,
             read_timeout_s=self.settings.read_timeout_s,
             max_in_flight=self.settings.max_in_flight_per_backend,
-            client_id=self._client_id(),
+            client_id=client_id,
             routing=self.settings.routing,
         )
-        self.jobs = JobService(
+        self.jobs = JobEngine(
             self.store,
             self.pool,
             self.storage,
+            self.inputs,
             self.templates,
-            ServiceOptions(
+            # The holder of this process's leases is its ComfyUI client id: ComfyUI sends
+            # the events of the prompts it submits to that id, after a restart too.
+            holder=client_id,
+            options=EngineOptions(
                 poll_interval_s=self.settings.poll_interval_s,
                 job_deadline_s=self.settings.job_deadline_s,
                 max_attempts=self.settings.max_attempts,
@@ -117,7 +124,7 @@ class Gateway:
                     max_prompt_chars=self.settings.max_prompt_chars,
                 ),
             ),
-            WebhookOptions(
+            webhooks=WebhookOptions(
                 secret=load_or_create_secret(self.settings.webhook_secret, self.data_dir),
                 max_attempts=self.settings.webhook_max_attempts,
                 backoff_s=self.settings.webhook_backoff_s,
@@ -126,12 +133,9 @@ class Gateway:
                     allow_http=True, allow_private=self.settings.webhook_allow_private
                 ),
             ),
-            self.metrics,
-            ResultCache(
-                self.data_dir / "jobs.sqlite3",
-                self.data_dir / "cache",
-                int(self.settings.cache_max_mb * 1024 * 1024),
-            ),
+            metrics=self.metrics,
+            bus=self.bus,
+            cache_max_bytes=int(self.settings.cache_max_mb * 1024 * 1024),
             local_folders=(
                 {LOCAL_BACKEND: LocalFolders(self.local.base_dir)} if self.local else None
             ),
@@ -174,12 +178,11 @@ class Gateway:
     def stop(self) -> None:
         if self.jobs is not None:
             self.jobs.stop()
-            if self.jobs.cache is not None:
-                self.jobs.cache.close()
         if self.pool is not None:
             self.pool.stop()
         if self.local is not None:
             self.local.stop()
+        self.bus.close()
         self.store.close()
         if self._lock is not None:
             self._lock.close()  # releases the claim on DATA_DIR

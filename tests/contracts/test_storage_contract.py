@@ -6,6 +6,8 @@ Each storage is made as the gateway makes it, by ``open_storage(settings, area)`
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,8 +122,9 @@ def test_a_save_that_fails_midway_leaves_nothing(storage: OutputStorage) -> None
 def test_a_copy_outlives_its_source(storage: OutputStorage) -> None:
     storage.save(JOB, "9-0.png", [PNG])
     storage.save(KEY, "9-0.png", [b"an older entry"])
-    assert storage.copy(JOB, "9-0.png", KEY) is True  # replaces what was there
-    assert storage.copy(JOB, "3-0.png", KEY) is False  # no such source
+    storage.copy(JOB, "9-0.png", KEY)  # replaces what was there
+    with pytest.raises(FileNotFoundError):  # no such source
+        storage.copy(JOB, "3-0.png", KEY)
     assert storage.stat(KEY, "3-0.png") is None
     storage.delete_group(JOB)
     assert read(storage, KEY, "9-0.png") == PNG
@@ -252,3 +255,20 @@ def test_wrong_s3_credentials_are_a_storage_failure(
         storage.save(JOB, "9-0.png", [PNG])
     assert "not-the-secret" not in failed.value.message
     assert "SignatureDoesNotMatch" in failed.value.message
+
+
+def test_a_disk_that_refuses_writes_is_a_storage_failure(tmp_path: Path) -> None:
+    storage = open_storage(settings_for("local", tmp_path, None), "outputs")
+    # A file size limit makes the disk refuse the write (EFBIG), as a full one would.
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(PNG) // 2, hard))
+    try:
+        with pytest.raises(StorageFailed, match="cannot be written") as failed:
+            storage.save(JOB, "9-0.png", chunked(PNG, 100))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert str(tmp_path) not in failed.value.message
+    assert storage.stat(JOB, "9-0.png") is None
+    assert list((tmp_path / "data" / "outputs" / JOB).iterdir()) == []  # no part left

@@ -12,7 +12,7 @@ from comfygate.backends.pool import BackendPool
 from comfygate.config import Settings
 from comfygate.errors import BackendUnavailable
 from comfygate.gateway import Gateway
-from comfygate.jobs.service import JobService
+from comfygate.jobs.engine import JobEngine
 from comfygate.storage.base import OutputStorage
 from comfygate.templates import TemplateRegistry
 
@@ -36,7 +36,7 @@ def templates() -> TemplateRegistry:
     return gateway().templates
 
 
-def jobs() -> JobService:
+def jobs() -> JobEngine:
     found = gateway().jobs
     if found is None:  # an app made with start=False
         raise BackendUnavailable("the gateway has not started")

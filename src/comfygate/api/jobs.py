@@ -13,15 +13,17 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from comfygate.api import auth, engine, urls, waits
 from comfygate.api.body import Body, read_body
 from comfygate.api.images import RESOLVER, run_request_with_images
+from comfygate.api.schemas import JobStatus as PublicStatus
 from comfygate.errors import BadRequest, ValidationFailed
-from comfygate.jobs.events import CLOSING
+from comfygate.jobs.bus import CLOSING
+from comfygate.jobs.ledger import VERSION
 from comfygate.jobs.model import JobStatus
 from comfygate.jobs.webhooks import check_target
 
 bp = Blueprint("jobs", __name__)
 
 MAX_PAGE = 200
-MAX_CURSOR = 2**63 - 1  # SQLite's largest integer (fuzzing found the overflow)
+MAX_CURSOR_CHARS = 200  # cursors are opaque strings the store makes
 
 
 def _webhook_url(value: str | None) -> str | None:
@@ -93,13 +95,21 @@ def list_jobs() -> Response:
     status: JobStatus | None = None
     if args.get("status"):
         try:
-            status = JobStatus(args["status"])
+            status = JobStatus(PublicStatus(args["status"]).value)
         except ValueError:
-            allowed = ", ".join(s.value for s in JobStatus)
+            allowed = ", ".join(s.value for s in PublicStatus)
             raise ValidationFailed(f"'status' must be one of: {allowed}", field="status") from None
     limit = _int_arg("limit", 50, 1, MAX_PAGE)
-    cursor = _int_arg("cursor", None, 1, MAX_CURSOR)
-    jobs, next_cursor = engine.jobs().page(status, limit, cursor, owner=auth.visible_owner())
+    cursor = args.get("cursor") or None
+    if cursor is not None and len(cursor) > MAX_CURSOR_CHARS:
+        raise ValidationFailed("'cursor' is not a cursor this gateway made", field="cursor")
+    # Digits were the cursor before it was opaque; -1 or 0 never was one.
+    try:
+        jobs, next_cursor = engine.jobs().page(status, limit, cursor, owner=auth.visible_owner())
+    except ValueError:
+        raise ValidationFailed(
+            "'cursor' is not a cursor this gateway made", field="cursor"
+        ) from None
     return jsonify(
         {
             "jobs": [urls.job(j) for j in jobs],
@@ -138,13 +148,15 @@ def events(job_id: str) -> Response:
         with service.events.subscribe(job_id) as updates:
             # Subscribed first, then the current state: nothing falls between the two.
             job = service.get(job_id)
-            yield _sse("status", urls.job(job, base))
+            sent = urls.job(job, base)
+            seen = job.version  # events of this version or older say nothing new
+            yield _sse("status", sent)
             if job.progress:
                 yield _sse("progress", job.progress)
             if job.status.terminal:
-                for output in urls.job(job, base)["outputs"]:
+                for output in sent["outputs"]:
                     yield _sse("output", output)
-                yield _sse("done", urls.job(job, base))
+                yield _sse("done", sent)
                 return
             while True:
                 try:
@@ -154,6 +166,10 @@ def events(job_id: str) -> Response:
                     continue
                 if kind == CLOSING:
                     return  # the gateway is stopping: the client reconnects to the next one
+                version = data.get(VERSION) if kind in ("status", "done") else None
+                if version is not None and version <= seen and kind == "status":
+                    continue  # the bus's replay of the state just read from the store
+                seen = max(seen, version or 0)
                 yield _sse(kind, urls.event(kind, data, base))
                 if kind == "done":
                     return

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from comfygate.api.jobs import MAX_CURSOR, MAX_PAGE
+from comfygate.api.jobs import MAX_CURSOR_CHARS, MAX_PAGE
 from comfygate.api.openapi_responses import (
     DEFAULT_ERROR,
     errors,
@@ -24,7 +24,7 @@ from comfygate.api.openapi_responses import (
     response_ref,
 )
 from comfygate.api.openapi_runs import Operation, run_operations
-from comfygate.jobs.model import JobStatus
+from comfygate.api.schemas import JobStatus as PublicStatus
 from comfygate.templates.model import Template
 
 # The Swagger UI files /docs needs, from the flask-swagger-ui package (no CDN).
@@ -53,7 +53,7 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
                     "name": "status",
                     "in": "query",
                     "required": False,
-                    "schema": {"type": "string", "enum": [s.value for s in JobStatus]},
+                    "schema": {"type": "string", "enum": [s.value for s in PublicStatus]},
                 },
                 {
                     "name": "limit",
@@ -65,8 +65,8 @@ def operations(templates: list[Template], default: str) -> list[Operation]:
                     "name": "cursor",
                     "in": "query",
                     "required": False,
-                    "description": "`next_cursor` of the previous page.",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CURSOR},
+                    "description": "`next_cursor` of the previous page (opaque).",
+                    "schema": {"type": "string", "maxLength": MAX_CURSOR_CHARS},
                 },
             ],
             "responses": {"200": json_response("JobList", "A page of jobs."), **errors(400)},

@@ -11,12 +11,12 @@ models allow extra fields: a client must accept fields added later.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from comfygate.errors import ComfyGateError
-from comfygate.jobs.model import JobStatus
 
 
 def _error_codes() -> list[str]:
@@ -39,6 +39,16 @@ _CODE_ENUM: list[JsonValue] = list(ERROR_CODES)
 
 # A parameter's value: what a template parameter can hold (an image is kept by name).
 ParamValue = str | int | float | bool | None
+
+
+class JobStatus(StrEnum):
+    """A job's status as users see it (the engine's ``submitted`` is ``queued`` here)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class _Response(BaseModel):

@@ -16,6 +16,7 @@ from typing import Any
 from flask import request
 
 from comfygate.api import engine
+from comfygate.jobs.ledger import VERSION
 from comfygate.jobs.model import Job
 from comfygate.storage.base import OutputStorage
 
@@ -65,7 +66,10 @@ def job(found: Job, base: Links | None = None) -> dict[str, Any]:
 
 
 def event(kind: str, data: dict[str, Any] | None, base: Links) -> dict[str, Any] | None:
-    """An event's data (made by jobs/, without a request) with its urls made by ``base``."""
+    """An event's data (made by jobs/, without a request) with its urls made by ``base``,
+    and without the engine's own fields (a status event's version)."""
+    if data is not None and VERSION in data:
+        data = {k: v for k, v in data.items() if k != VERSION}
     if data is None:
         return data
     if kind == "output" and "url" in data:

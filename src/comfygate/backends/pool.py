@@ -325,6 +325,11 @@ class BackendPool:
         best = min(gaps, key=lambda g: len(g.node_types) + len(g.values))
         return False, f"no available backend has what this job needs: {best.describe()}"
 
+    def has_room(self) -> bool:
+        """Some backend has room for one more job (whether it can run a given one or not)."""
+        with self._lock:
+            return any(b.capacity(self.max_in_flight) > 0 for b in self.backends.values())
+
     def acquire(self, req: Requirements | None = None) -> Backend | None:
         """Reserve room for one job on the best backend that can run it, or None."""
         with self._lock:

@@ -5,14 +5,20 @@ runs a job reaches the subscribers on every replica). A late subscriber first ge
 job's current state: the last ``status`` event published for it (kept for a while after the
 job ends), then every event after it.
 
-Every implementation passes ``tests/contracts/test_event_bus_contract.py``.
+Every implementation passes ``tests/contracts/test_event_bus_contract.py``. ``open_bus``
+picks one from the settings: ``redis`` when ``REDIS_URL`` is set, else ``memory``.
 """
 
 from __future__ import annotations
 
 import queue
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import redis
+
+    from comfygate.config import Settings
 
 JobUpdate = tuple[str, dict[str, Any]]  # (event name, payload)
 # Sent to every local subscriber when the gateway stops: waiting requests and event streams
@@ -41,3 +47,20 @@ class EventBus(Protocol):
     def close(self) -> None:
         """Wake every local subscriber, now and later, with ``CLOSING``."""
         ...
+
+
+def open_bus(settings: Settings, client: redis.Redis | None = None) -> EventBus:
+    """The bus the settings name: ``redis`` (on ``client``, or a new ``redisconn`` client
+    that the bus closes with itself) when ``REDIS_URL`` is set, else ``memory``."""
+    if not settings.redis_url:
+        from comfygate.jobs.memory_bus import MemoryBus
+
+        return MemoryBus()
+    from comfygate import redisconn
+    from comfygate.jobs.redis_bus import RedisBus
+
+    if client is None:
+        return RedisBus(
+            redisconn.connect(settings.redis_url), settings.redis_prefix, owns_client=True
+        )
+    return RedisBus(client, settings.redis_prefix)

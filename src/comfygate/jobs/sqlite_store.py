@@ -1,45 +1,23 @@
-"""Job stores: the source of truth for every job, behind one small interface.
+"""The embedded job store: one SQLite file in DATA_DIR (WAL mode), implementing ``JobStore``.
 
-``SQLiteJobStore`` is the embedded default (one file in DATA_DIR, WAL mode). A store keeps
-JSON, never pickle. Every transition is written here before the gateway acts on it.
+Every method is one statement or one transaction on the writer connection, so it is atomic
+for every thread and for every process that opens the file: a claim is one ``UPDATE ...
+WHERE seq = (SELECT ...) RETURNING``, a swap one ``UPDATE ... WHERE version = ?``. Reads use
+the calling thread's own connection (``sqlite.Database``). A store keeps JSON, never pickle.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from comfygate.jobs.model import Delivery, Job, JobStatus
+from comfygate.jobs.model import Delivery, Job, JobStatus, Output
 from comfygate.jobs.sqlite import Database, GroupInsert
-
-
-class LegacyJobStore(Protocol):  # what jobs/service.py uses until the engine is rebuilt
-    def insert(self, job: Job) -> None: ...
-    def update(self, job: Job, delivery: Delivery | None = None) -> None:
-        """Write ``job``; with ``delivery``, add that webhook delivery in the same commit."""
-        ...
-
-    def due_deliveries(self, now: float, limit: int) -> list[Delivery]: ...
-    def next_delivery_at(self) -> float | None: ...
-    def save_delivery(self, delivery: Delivery) -> None: ...
-    def get(self, job_id: str) -> Job | None: ...
-    def page(
-        self,
-        status: JobStatus | None = None,
-        limit: int = 50,
-        before: int | None = None,
-        owner: str | None = None,
-    ) -> tuple[list[Job], int | None]: ...
-    def unfinished(self) -> list[Job]: ...
-    def delete(self, job_id: str) -> None: ...
-    def finished_before(self, timestamp: float, limit: int = 500) -> list[str]: ...
-    def claim_key(self, key: str, fingerprint: str, job_id: str) -> tuple[str, str]: ...
-    def insert_batch(self, batch_id: str, data: dict[str, Any]) -> None: ...
-    def get_batch(self, batch_id: str) -> dict[str, Any] | None: ...
-    def insert_batch_jobs(self, batch_id: str, job_ids: list[str]) -> None: ...
-    def close(self) -> None: ...
-
+from comfygate.jobs.store import CacheEntry
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -61,7 +39,10 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     fingerprint TEXT NOT NULL,
     job_id TEXT NOT NULL
 );
--- The webhook outbox: pending rows are sent (again) by whichever process runs the store.
+CREATE TABLE IF NOT EXISTS in_flight (
+    key TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
     id TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -70,53 +51,338 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON webhook_deliveries (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS cache_entries (
+    key TEXT PRIMARY KEY,
+    outputs TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    last_used REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cache_lru ON cache_entries (last_used);
 """
+# Added to ``jobs`` after 0.x: a file made by an older version gets them at open.
+_LEASE_COLUMNS = {
+    "version": "INTEGER NOT NULL DEFAULT 1",
+    "holder": "TEXT",
+    "lease_until": "REAL",
+}
+_UNFINISHED = (JobStatus.QUEUED.value, JobStatus.SUBMITTED.value, JobStatus.RUNNING.value)
+_COLUMNS = "data, version, holder"
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    return Job.from_record(json.loads(row[0]), version=int(row[1]), holder=row[2])
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int | None:
+    """The row a cursor points at; None for a cursor this store did not make. (A bare number
+    is accepted too: the cursor of versions before it was opaque.)"""
+    if cursor.isdigit():
+        return int(cursor) if 0 < int(cursor) < 2**63 else None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return int(text[1:]) if text.startswith("s") and text[1:].isdigit() else None
 
 
 class SQLiteJobStore:
-    """Jobs, batches and idempotency keys in one SQLite file (``DATA_DIR/jobs.sqlite3``): the hot
-    reads (a job by id, a page) use the calling thread's own connection."""
+    """Jobs, leases, batches, keys, the cache index and the outbox in ``DATA_DIR/jobs.sqlite3``."""
 
     def __init__(self, path: Path) -> None:
         self._db = Database(path, _SCHEMA)
-        self._inserts = GroupInsert(self._db, "jobs", ("id", "status", "finished_at", "data"))
+        with self._db.writing() as conn:
+            have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for name, decl in _LEASE_COLUMNS.items():
+                if name not in have:
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+            # A job an older version had sent to ComfyUI was "queued" with a prompt id.
+            conn.execute(
+                "UPDATE jobs SET status = 'submitted' WHERE status = 'queued' "
+                "AND json_extract(data, '$.prompt_id') IS NOT NULL"
+            )
+            conn.execute("CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until)")
+        self._inserts = GroupInsert(
+            self._db, "jobs", ("id", "status", "finished_at", "version", "data")
+        )
 
     def close(self) -> None:
         self._db.close()
 
+    def ping(self) -> None:
+        self._db.reader().execute("SELECT 1").fetchone()
+
+    # --- jobs ------------------------------------------------------------------------------
+
     def insert(self, job: Job) -> None:
         self._inserts.insert(
-            (job.id, job.status.value, job.finished_at, json.dumps(job.to_record()))
+            (job.id, job.status.value, job.finished_at, 1, json.dumps(job.to_record()))
         )
+        job.version, job.holder = 1, None
 
-    def update(self, job: Job, delivery: Delivery | None = None) -> None:
+    def get(self, job_id: str) -> Job | None:
+        row = (
+            self._db.reader()
+            .execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))  # noqa: S608
+            .fetchone()
+        )
+        return _job(row) if row else None
+
+    def swap(self, job: Job, expected: int, delivery: Delivery | None = None) -> bool:
         with self._db.writing() as conn:
-            if delivery is not None:
-                conn.execute("BEGIN")
+            conn.execute("BEGIN")
             try:
-                conn.execute(
-                    "UPDATE jobs SET status = ?, finished_at = ?, data = ? WHERE id = ?",
-                    (job.status.value, job.finished_at, json.dumps(job.to_record()), job.id),
-                )
-                if delivery is not None:
+                changed = conn.execute(
+                    "UPDATE jobs SET status = ?, finished_at = ?, data = ?, holder = ?, "
+                    "lease_until = CASE WHEN ? IS NULL THEN NULL ELSE lease_until END, "
+                    "version = version + 1 WHERE id = ? AND version = ?",
+                    (
+                        job.status.value,
+                        job.finished_at,
+                        json.dumps(job.to_record()),
+                        job.holder,
+                        job.holder,
+                        job.id,
+                        expected,
+                    ),
+                ).rowcount
+                if changed and delivery is not None:
                     conn.execute(_SAVE_DELIVERY, _delivery_row(delivery))
-                    conn.execute("COMMIT")
+                conn.execute("COMMIT")
             except BaseException:
-                if delivery is not None:
-                    conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
+        if changed:
+            job.version = expected + 1
+        return bool(changed)
 
-    def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
-        """Pending deliveries whose next attempt is due, oldest first."""
+    def page(
+        self,
+        statuses: frozenset[JobStatus] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        owner: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        sql = "SELECT seq, data, version, holder FROM jobs WHERE 1=1"
+        args: list[object] = []
+        if owner is not None:
+            sql += " AND json_extract(data, '$.owner') = ?"
+            args.append(owner)
+        if statuses is not None:
+            sql += f" AND status IN ({', '.join('?' * len(statuses))})"
+            args.extend(sorted(s.value for s in statuses))
+        if cursor is not None:
+            before = decode_cursor(cursor)
+            if before is None:
+                raise ValueError("not a cursor of this store")
+            sql += " AND seq < ?"
+            args.append(before)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit + 1)
+        rows = self._db.reader().execute(sql, args).fetchall()
+        jobs = [_job(row[1:]) for row in rows[:limit]]
+        return jobs, encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
+
+    def unfinished(self) -> list[Job]:
         rows = (
             self._db.reader()
             .execute(
-                "SELECT data FROM webhook_deliveries WHERE state = 'pending' "
-                "AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
-                (now, limit),
+                f"SELECT {_COLUMNS} FROM jobs WHERE status IN (?, ?, ?) ORDER BY seq",  # noqa: S608
+                _UNFINISHED,
             )
             .fetchall()
         )
+        return [_job(r) for r in rows]
+
+    def count(self, statuses: frozenset[JobStatus]) -> int:
+        marks = ", ".join("?" * len(statuses))
+        row = (
+            self._db.reader()
+            .execute(
+                f"SELECT COUNT(*) FROM jobs WHERE status IN ({marks})",  # noqa: S608
+                [s.value for s in statuses],
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def delete(self, job_id: str) -> None:
+        with self._db.writing() as conn:
+            conn.execute("BEGIN")
+            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            conn.execute("DELETE FROM idempotency_keys WHERE job_id = ?", (job_id,))
+            conn.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
+            conn.execute("DELETE FROM in_flight WHERE job_id = ?", (job_id,))
+            conn.execute("COMMIT")
+
+    def finished_before(self, timestamp: float, limit: int = 500) -> list[str]:
+        rows = (
+            self._db.reader()
+            .execute(
+                "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
+                (timestamp, limit),
+            )
+            .fetchall()
+        )
+        return [r[0] for r in rows]
+
+    # --- leases ----------------------------------------------------------------------------
+
+    def claim(
+        self, holder: str, until: float, now: float, exclude: Iterable[str] = ()
+    ) -> Job | None:
+        skip = list(exclude)
+        marks = ", ".join("?" * len(skip))
+        with self._db.writing() as conn:
+            row = conn.execute(
+                "UPDATE jobs SET holder = ?, lease_until = ?, version = version + 1 "  # noqa: S608
+                "WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' "
+                "AND (holder IS NULL OR lease_until < ?) "
+                + (f"AND id NOT IN ({marks}) " if skip else "")
+                + f"ORDER BY seq LIMIT 1) RETURNING {_COLUMNS}",
+                (holder, until, now, *skip),
+            ).fetchone()
+        return _job(row) if row else None
+
+    def take_over(
+        self, holder: str, until: float, now: float, limit: int = 100, *, own: bool = False
+    ) -> list[Job]:
+        with self._db.writing() as conn:
+            rows = conn.execute(
+                "UPDATE jobs SET holder = ?, lease_until = ?, version = version + 1 "  # noqa: S608
+                "WHERE seq IN (SELECT seq FROM jobs WHERE status IN (?, ?, ?) "
+                "AND holder IS NOT NULL AND (lease_until < ? OR holder = ?) "
+                f"ORDER BY seq LIMIT ?) RETURNING {_COLUMNS}",
+                (holder, until, *_UNFINISHED, now, holder if own else None, limit),
+            ).fetchall()
+        return [_job(r) for r in rows]
+
+    def renew(self, holder: str, job_ids: Iterable[str], until: float) -> set[str]:
+        ids = list(job_ids)
+        held: set[str] = set()
+        with self._db.writing() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = conn.execute(
+                    f"UPDATE jobs SET lease_until = ? WHERE holder = ? "  # noqa: S608
+                    f"AND id IN ({', '.join('?' * len(chunk))}) RETURNING id",
+                    (until, holder, *chunk),
+                ).fetchall()
+                held.update(r[0] for r in rows)
+        return held
+
+    # --- coalescing ------------------------------------------------------------------------
+
+    def join_in_flight(self, key: str, job_id: str) -> str:
+        with self._db.writing() as conn:
+            conn.execute("BEGIN")
+            conn.execute(
+                "DELETE FROM in_flight WHERE key = ? AND job_id IN "
+                "(SELECT id FROM jobs WHERE status NOT IN (?, ?, ?))",
+                (key, *_UNFINISHED),
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO in_flight (key, job_id) VALUES (?, ?)", (key, job_id)
+            )
+            row = conn.execute("SELECT job_id FROM in_flight WHERE key = ?", (key,)).fetchone()
+            conn.execute("COMMIT")
+        return str(row[0])
+
+    def leave_in_flight(self, key: str, job_id: str) -> None:
+        with self._db.writing() as conn:
+            conn.execute("DELETE FROM in_flight WHERE key = ? AND job_id = ?", (key, job_id))
+
+    # --- idempotency keys and batches ------------------------------------------------------
+
+    def claim_key(self, key: str, fingerprint: str, job_id: str) -> tuple[str, str]:
+        with self._db.writing() as conn:
+            row = conn.execute(
+                "INSERT INTO idempotency_keys (key, fingerprint, job_id) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET key = key RETURNING job_id, fingerprint",
+                (key, fingerprint, job_id),
+            ).fetchone()
+        return str(row[0]), str(row[1])
+
+    def insert_batch(self, batch_id: str, data: dict[str, Any]) -> None:
+        with self._db.writing() as conn:
+            conn.execute(
+                "INSERT INTO batches (id, data) VALUES (?, ?)", (batch_id, json.dumps(data))
+            )
+
+    def set_batch_jobs(self, batch_id: str, job_ids: list[str]) -> None:
+        with self._db.writing() as conn:
+            conn.execute(
+                "UPDATE batches SET data = json_set(data, '$.jobs', json(?)) WHERE id = ?",
+                (json.dumps(job_ids), batch_id),
+            )
+
+    def get_batch(self, batch_id: str) -> dict[str, Any] | None:
+        row = (
+            self._db.reader()
+            .execute("SELECT data FROM batches WHERE id = ?", (batch_id,))
+            .fetchone()
+        )
+        return dict(json.loads(row[0])) if row else None
+
+    # --- the result cache's index ----------------------------------------------------------
+
+    def cache_get(self, key: str) -> CacheEntry | None:
+        row = (
+            self._db.reader()
+            .execute("SELECT outputs, size FROM cache_entries WHERE key = ?", (key,))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return CacheEntry(key, [Output(**o) for o in json.loads(row[0])], int(row[1]))
+
+    def cache_put(self, entry: CacheEntry, used_at: float) -> None:
+        with self._db.writing() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO cache_entries (key, outputs, size, last_used) "
+                "VALUES (?, ?, ?, ?)",
+                (entry.key, json.dumps([o.__dict__ for o in entry.outputs]), entry.size, used_at),
+            )
+
+    def cache_touch(self, used: dict[str, float]) -> None:
+        if used:
+            with self._db.writing() as conn:
+                conn.executemany(
+                    "UPDATE cache_entries SET last_used = ? WHERE key = ?",
+                    [(when, key) for key, when in used.items()],
+                )
+
+    def cache_delete(self, key: str) -> None:
+        with self._db.writing() as conn:
+            conn.execute("DELETE FROM cache_entries WHERE key = ?", (key,))
+
+    def cache_size(self) -> int:
+        row = (
+            self._db.reader().execute("SELECT COALESCE(SUM(size), 0) FROM cache_entries").fetchone()
+        )
+        return int(row[0])
+
+    def cache_oldest(self, limit: int) -> list[str]:
+        rows = (
+            self._db.reader()
+            .execute("SELECT key FROM cache_entries ORDER BY last_used LIMIT ?", (limit,))
+            .fetchall()
+        )
+        return [str(r[0]) for r in rows]
+
+    # --- the webhook outbox ----------------------------------------------------------------
+
+    def claim_deliveries(self, now: float, until: float, limit: int) -> list[Delivery]:
+        with self._db.writing() as conn:
+            rows = conn.execute(
+                "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id IN "
+                "(SELECT id FROM webhook_deliveries WHERE state = 'pending' "
+                "AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) RETURNING data",
+                (until, now, limit),
+            ).fetchall()
         return [Delivery.from_record(json.loads(r[0])) for r in rows]
 
     def next_delivery_at(self) -> float | None:
@@ -131,95 +397,13 @@ class SQLiteJobStore:
         with self._db.writing() as conn:
             conn.execute(_SAVE_DELIVERY, _delivery_row(delivery))
 
-    def get(self, job_id: str) -> Job | None:
-        row = self._db.reader().execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Job.from_record(json.loads(row[0])) if row else None
-
-    def page(
-        self,
-        status: JobStatus | None = None,
-        limit: int = 50,
-        before: int | None = None,
-        owner: str | None = None,
-    ) -> tuple[list[Job], int | None]:
-        """Newest first; returns the page and the cursor for the next one (None at the end).
-        With ``owner``, only the jobs of that owner."""
-        sql = "SELECT seq, data FROM jobs WHERE 1=1"
-        args: list[object] = []
-        if owner is not None:
-            sql += " AND json_extract(data, '$.owner') = ?"
-            args.append(owner)
-        if status is not None:
-            sql += " AND status = ?"
-            args.append(status.value)
-        if before is not None:
-            sql += " AND seq < ?"
-            args.append(before)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(limit + 1)
-        rows = self._db.reader().execute(sql, args).fetchall()
-        jobs = [Job.from_record(json.loads(data)) for _, data in rows[:limit]]
-        cursor = rows[limit - 1][0] if len(rows) > limit else None
-        return jobs, cursor
-
-    def unfinished(self) -> list[Job]:
-        with self._db.writing() as conn:
-            rows = conn.execute(
-                "SELECT data FROM jobs WHERE status IN (?, ?) ORDER BY seq",
-                (JobStatus.QUEUED.value, JobStatus.RUNNING.value),
-            ).fetchall()
-        return [Job.from_record(json.loads(r[0])) for r in rows]
-
-    def delete(self, job_id: str) -> None:
-        with self._db.writing() as conn:
-            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            conn.execute("DELETE FROM idempotency_keys WHERE job_id = ?", (job_id,))
-            conn.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
-
-    def finished_before(self, timestamp: float, limit: int = 500) -> list[str]:
-        with self._db.writing() as conn:
-            rows = conn.execute(
-                "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
-                (timestamp, limit),
-            ).fetchall()
-        return [r[0] for r in rows]
-
-    def insert_batch(self, batch_id: str, data: dict[str, Any]) -> None:
-        with self._db.writing() as conn:
-            conn.execute(
-                "INSERT INTO batches (id, data) VALUES (?, ?)", (batch_id, json.dumps(data))
-            )
-
-    def insert_batch_jobs(self, batch_id: str, job_ids: list[str]) -> None:
-        batch = self.get_batch(batch_id)
-        if batch is not None:
-            batch["jobs"] = job_ids
-            with self._db.writing() as conn:
-                conn.execute(
-                    "UPDATE batches SET data = ? WHERE id = ?", (json.dumps(batch), batch_id)
-                )
-
-    def get_batch(self, batch_id: str) -> dict[str, Any] | None:
+    def get_delivery(self, delivery_id: str) -> Delivery | None:
         row = (
             self._db.reader()
-            .execute("SELECT data FROM batches WHERE id = ?", (batch_id,))
+            .execute("SELECT data FROM webhook_deliveries WHERE id = ?", (delivery_id,))
             .fetchone()
         )
-        return dict(json.loads(row[0])) if row else None
-
-    def claim_key(self, key: str, fingerprint: str, job_id: str) -> tuple[str, str]:
-        """Bind an Idempotency-Key to a job unless it is bound already; atomically returns
-        the (job id, fingerprint) the key is bound to."""
-        with self._db.writing() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO idempotency_keys (key, fingerprint, job_id) "
-                "VALUES (?, ?, ?)",
-                (key, fingerprint, job_id),
-            )
-            row = conn.execute(
-                "SELECT job_id, fingerprint FROM idempotency_keys WHERE key = ?", (key,)
-            ).fetchone()
-        return str(row[0]), str(row[1])
+        return Delivery.from_record(json.loads(row[0])) if row else None
 
 
 _SAVE_DELIVERY = (

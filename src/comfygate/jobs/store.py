@@ -60,7 +60,8 @@ class JobStore(Protocol):
         cursor: str | None = None,
         owner: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """Newest first; the page and an opaque cursor for the next one (None at the end)."""
+        """Newest first; the page and an opaque cursor for the next one (None at the end).
+        A cursor this store did not make raises ``ValueError``."""
         ...
 
     def unfinished(self) -> list[Job]:
@@ -84,10 +85,12 @@ class JobStore(Protocol):
         ``until``."""
         ...
 
-    def take_over(self, holder: str, until: float, now: float, limit: int = 100) -> list[Job]:
+    def take_over(
+        self, holder: str, until: float, now: float, limit: int = 100, *, own: bool = False
+    ) -> list[Job]:
         """Atomically take every unfinished job whose lease ended before ``now`` (its holder
-        stopped renewing), and every unfinished job ``holder`` itself still holds (a restart
-        of the same holder: it need not wait for its own leases to run out)."""
+        stopped renewing); with ``own``, also every unfinished job ``holder`` itself holds (a
+        restart of the same holder need not wait for its own leases to run out)."""
         ...
 
     def renew(self, holder: str, job_ids: Iterable[str], until: float) -> set[str]:
@@ -96,8 +99,9 @@ class JobStore(Protocol):
 
     # --- coalescing ------------------------------------------------------------------------
     def join_in_flight(self, key: str, job_id: str) -> str:
-        """Bind ``key`` to ``job_id`` unless a job still unfinished is bound to it; returns
-        the job id bound now (``job_id``, or the live twin's)."""
+        """Bind ``key`` to ``job_id`` unless another job is bound to it that is unfinished or
+        not written yet (the caller joins before it inserts its job); a bound job that has
+        ended is replaced. Returns the job id bound now (``job_id``, or the twin's)."""
         ...
 
     def leave_in_flight(self, key: str, job_id: str) -> None:

@@ -111,7 +111,7 @@ def check_target(
 class DeliveryStore(Protocol):
     """What the outbox needs of the job store."""
 
-    def due_deliveries(self, now: float, limit: int) -> list[Delivery]: ...
+    def claim_deliveries(self, now: float, until: float, limit: int) -> list[Delivery]: ...
     def next_delivery_at(self) -> float | None: ...
     def save_delivery(self, delivery: Delivery) -> None: ...
 
@@ -133,6 +133,9 @@ class WebhookOutbox:
         self._pool = ThreadPoolExecutor(max_workers=_CONCURRENT, thread_name_prefix="webhook")
         self._thread: threading.Thread | None = None
         self.resolver: Resolver | None = None  # tests inject a fake DNS here
+        # An attempt takes at most the timeout (twice: resolving, then the POST); the queue
+        # of claimed deliveries waits for up to four rounds of the workers.
+        self._claim_s = 4 * (2 * options.timeout_s + 1)
 
     def start(self) -> None:
         """Send what is pending (from before a restart too), then whatever becomes due."""
@@ -167,14 +170,15 @@ class WebhookOutbox:
             self._wake.wait(wait)
 
     def _send_due(self) -> None:
-        # The read and the in-flight check under one lock, which an attempt takes only after
-        # its outcome is written: a stale read of a delivery whose attempt just ended is then
-        # still seen as in flight, never sent twice. (One process per store: replicas sharing
-        # a store will need a claim in the store itself.)
+        # Claimed in the store (their next attempt moves past this one's longest run), so
+        # no other process sharing the store sends them meanwhile; if this one dies, they
+        # are due again then.
         with self._lock:
             room = _CONCURRENT * 4 - len(self._in_flight)
-            due = self._store.due_deliveries(time.time(), room) if room > 0 else []
-            due = [d for d in due if d.id not in self._in_flight]
+            if room <= 0:
+                return
+            current = time.time()
+            due = self._store.claim_deliveries(current, current + self._claim_s, room)
             self._in_flight.update(d.id for d in due)
         for delivery in due:
             try:

@@ -77,6 +77,7 @@ _PRESIGNED = re.compile(r"https?://[^?#]+\?(?:[^#]*&)?X-Amz-Signature=")
 def _presigned(url: str) -> bool:
     return _PRESIGNED.match(url) is not None
 
+
 __all__ = [
     "DEFAULT_SERVER",
     "BackendUnavailableError",

@@ -74,10 +74,10 @@ class OutputStorage(Protocol):
         """The file's size and type, or None (as ``open``)."""
         ...
 
-    def copy(self, source_group: str, name: str, target_group: str) -> bool:
+    def copy(self, source_group: str, name: str, target_group: str) -> None:
         """Give ``target_group`` the file ``name`` of ``source_group`` (a cached result:
         a hard link or a server-side copy, never a download), replacing one of that name.
-        False if the source is not there (nothing changed)."""
+        Raises ``FileNotFoundError`` if the source is not there (nothing changed)."""
         ...
 
     def delete_group(self, group: str) -> None:

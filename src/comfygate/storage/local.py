@@ -37,6 +37,15 @@ __all__ = [
 _CHUNK = 64 * 1024
 
 
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    """A failure of the disk (full, read-only, no permission) is the storage's failure."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageFailed(f"output storage cannot be written ({exc.strerror})") from None
+
+
 class LocalFile:
     """An open stored file (``base.Opened``) over a file descriptor."""
 
@@ -93,11 +102,13 @@ class LocalStorage:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
         size = 0
         try:
-            with tmp.open("wb") as fh:
-                for chunk in chunks:
-                    fh.write(chunk)
+            with _writing(), tmp.open("wb") as fh:
+                for chunk in chunks:  # the source's own errors go up as they are
+                    with _writing():
+                        fh.write(chunk)
                     size += len(chunk)
-            os.replace(tmp, path)
+            with _writing():
+                os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -135,24 +146,24 @@ class LocalStorage:
             return None
         return StoredFile(info.st_size, content_type(name))
 
-    def copy(self, source_group: str, name: str, target_group: str) -> bool:
+    def copy(self, source_group: str, name: str, target_group: str) -> None:
         require_valid(source_group, name)
         source = self.open_path(source_group, name)
         target = self._target(target_group, name)
         if source is None:
-            return False
+            raise FileNotFoundError(f"no stored file {name}")
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
         try:
             os.link(source, tmp)  # free on one filesystem
         except FileNotFoundError:
-            return False
+            raise FileNotFoundError(f"no stored file {name}") from None  # deleted meanwhile
         except OSError:
             try:
                 shutil.copyfile(source, tmp)
             except FileNotFoundError:
-                return False
+                tmp.unlink(missing_ok=True)
+                raise FileNotFoundError(f"no stored file {name}") from None
         os.replace(tmp, target)
-        return True
 
     def delete_group(self, group: str) -> None:
         require_valid(group)

@@ -193,7 +193,7 @@ class S3Storage:
             raise _failed("a lookup", exc) from None
         return StoredFile(head["ContentLength"], head.get("ContentType") or content_type(name))
 
-    def copy(self, source_group: str, name: str, target_group: str) -> bool:
+    def copy(self, source_group: str, name: str, target_group: str) -> None:
         require_valid(source_group, name)
         require_valid(target_group, name)
         try:
@@ -204,9 +204,8 @@ class S3Storage:
             )
         except _ERRORS as exc:
             if _missing(exc):
-                return False
+                raise FileNotFoundError(f"no stored file {name}") from None
             raise _failed("a copy", exc) from None
-        return True
 
     def delete_group(self, group: str) -> None:
         require_valid(group)

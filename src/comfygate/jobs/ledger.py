@@ -1,0 +1,220 @@
+"""The ledger: the one owner of every job transition.
+
+The state machine is the table below. A transition is a compare-and-set on the job's stored
+version (``JobStore.swap``), written before anyone acts on it; after the write the job's
+events go out on the bus. Nothing else assigns a job's status, backend, prompt id, attempts
+or lease holder.
+
+    queued ──claim──> (held) ──submit──> submitted ──> running ──> succeeded
+      ^                                     │  │          │ │
+      └──────────── requeue / unsend ───────┘  │          │ └────> failed / cancelled
+                                               └──────────┴──────> succeeded / failed / cancelled
+    queued ─────────────────────────────────────────────────────> failed / cancelled
+
+A holder (a dispatcher) may lose its job: another took it over after its lease ran out, or
+it ended elsewhere (cancelled on another replica). Its next transition then finds a version
+or a holder it did not expect and gets ``None``: it stops acting on that job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from comfygate.jobs.bus import EventBus
+from comfygate.jobs.model import Delivery, Job, JobStatus, Output, now
+from comfygate.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+Q, S, R = JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING
+OK, FAILED, CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
+
+# from -> the states it may move to (a state to itself: a field update, e.g. progress).
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    Q: frozenset({Q, S, FAILED, CANCELLED}),
+    S: frozenset({S, R, Q, OK, FAILED, CANCELLED}),
+    R: frozenset({R, Q, OK, FAILED, CANCELLED}),
+    OK: frozenset({OK}),  # only the webhook's delivery state changes on an ended job
+    FAILED: frozenset({FAILED}),
+    CANCELLED: frozenset({CANCELLED}),
+}
+MAX_RETRIES = 50  # CAS retries when others write the job meanwhile (progress, renewals)
+
+Change = Callable[[Job], bool | None]  # mutate the job; False: do not write after all
+DeliveryFor = Callable[[Job], Delivery | None]
+EndListener = Callable[[Job, Job], None]  # (the job before, the ended job)
+
+
+VERSION = "_version"  # in a status event: the version written (api/ strips it)
+
+
+def payload(job: Job) -> dict[str, Any]:
+    """A status or done event: the job object, and the version it was written as (so a
+    stream that read the job from the store can tell an older event from a newer one)."""
+    return {**job.public(), VERSION: job.version}
+
+
+class Ledger:
+    def __init__(self, store: JobStore, bus: EventBus) -> None:
+        self.store = store
+        self.bus = bus
+        self._delivery_for: DeliveryFor = lambda job: None
+        self._on_end: list[EndListener] = []
+
+    def set_delivery(self, factory: DeliveryFor) -> None:
+        """What a job that ends sends (its webhook), written in the same step as the end."""
+        self._delivery_for = factory
+
+    def on_end(self, listener: EndListener) -> None:
+        """Called once per job, after its terminal state is written, in the writing process."""
+        self._on_end.append(listener)
+
+    def create(self, job: Job) -> Job:
+        """Write a new job: queued, or already ended (answered from the cache), with its
+        webhook's delivery then."""
+        self.store.insert(job)
+        if job.status.terminal:
+            delivery = self._delivery_for(job)
+            if delivery is not None:
+                self.store.swap(job, job.version, delivery)
+            queued = Job.from_record({**job.to_record(), "status": Q.value}, job.version)
+            self._after(queued, job, "status")
+        else:
+            self.bus.publish(job.id, "status", payload(job))
+        return job
+
+    # --- the one way to change a job -------------------------------------------------------
+
+    def change(
+        self,
+        job_id: str,
+        to: JobStatus,
+        change: Change | None = None,
+        *,
+        holder: str | None = None,
+        publish: str | None = "status",
+    ) -> Job | None:
+        """Move a job to ``to`` (applying ``change`` to it) if the table allows it from its
+        current state and, with ``holder``, only while that holder holds it. Returns the job
+        as written, or None when the transition does not apply (anymore)."""
+        for _ in range(MAX_RETRIES):
+            job = self.store.get(job_id)
+            if job is None or to not in TRANSITIONS[job.status]:
+                return None
+            if holder is not None and job.holder != holder:
+                return None  # taken over by another holder, or ended elsewhere
+            before = Job.from_record(job.to_record(), job.version, job.holder)
+            expected = job.version
+            if change is not None and change(job) is False:
+                return None
+            job.status = to
+            delivery = None
+            if to.terminal and not before.status.terminal:
+                job.finished_at = now()
+                job.holder = None  # the lease ends with the job
+                delivery = self._delivery_for(job)
+            if to is R and job.started_at is None:
+                job.started_at = now()
+            if self.store.swap(job, expected, delivery):
+                self._after(before, job, publish)
+                return job
+        log.error("job %s: gave up writing %s after %d tries", job_id, to, MAX_RETRIES)
+        return None
+
+    def _after(self, before: Job, job: Job, publish: str | None) -> None:
+        if publish is not None:
+            self.bus.publish(job.id, publish, payload(job))
+        if job.status.terminal and not before.status.terminal:
+            self.bus.publish(job.id, "done", payload(job))
+            for listener in self._on_end:
+                try:
+                    listener(before, job)
+                except Exception:
+                    log.exception("a job-end listener failed", extra={"job_id": job.id})
+
+    # --- named transitions -----------------------------------------------------------------
+
+    def submitted(self, job: Job, holder: str, backend: str, prompt_id: str) -> Job | None:
+        """A claimed job's prompt id and backend, on record before the POST leaves."""
+
+        def assign(j: Job) -> bool:
+            if j.status is not Q:
+                return False
+            j.prompt_id, j.backend, j.submitted_at = prompt_id, backend, now()
+            j.attempts += 1
+            return True
+
+        return self.change(job.id, S, assign, holder=holder, publish=None)
+
+    def running(self, job_id: str, holder: str | None = None) -> Job | None:
+        return self.change(job_id, R, lambda j: j.status is S, holder=holder)
+
+    def progress(self, job_id: str, value: dict[str, Any], holder: str) -> Job | None:
+        def put(j: Job) -> bool:
+            j.progress = value
+            return j.status in (S, R)
+
+        job = self.store.get(job_id)
+        if job is None:
+            return None
+        return self.change(job_id, job.status, put, holder=holder, publish=None)
+
+    def requeue(self, job_id: str, holder: str | None, *, count: bool) -> Job | None:
+        """Back to the queue, for any dispatcher to claim: ComfyUI lost the job (``count``:
+        that attempt counts), or nothing of it reached ComfyUI (the attempt is undone)."""
+
+        def back(j: Job) -> bool:
+            if j.status not in (S, R):
+                return False
+            if not count:
+                j.attempts -= 1
+            j.prompt_id = j.backend = j.submitted_at = None
+            j.progress = None
+            j.holder = None
+            return True
+
+        return self.change(job_id, Q, back, holder=holder)
+
+    def release(self, job_id: str, holder: str) -> Job | None:
+        """Give back a claimed job that was not submitted (no backend had room for it)."""
+
+        def free(j: Job) -> bool:
+            j.holder = None
+            return j.status is Q
+
+        return self.change(job_id, Q, free, holder=holder, publish=None)
+
+    def succeeded(self, job_id: str, outputs: list[Output], holder: str | None) -> Job | None:
+        def put(j: Job) -> None:
+            j.outputs = outputs
+
+        return self.change(job_id, OK, put, holder=holder)
+
+    def failed(self, job_id: str, error: dict[str, Any], holder: str | None = None) -> Job | None:
+        def put(j: Job) -> None:
+            j.error = error
+
+        return self.change(job_id, FAILED, put, holder=holder)
+
+    def cancelled(
+        self, job_id: str, error: dict[str, Any], status: JobStatus = CANCELLED
+    ) -> Job | None:
+        """Anyone may end a job early (a user, a deadline, a run-time limit)."""
+
+        def put(j: Job) -> None:
+            j.error = error
+
+        return self.change(job_id, status, put)
+
+    def webhook_state(self, job_id: str, delivery: Delivery) -> Job | None:
+        """An ended job shows how its webhook's delivery goes."""
+        job = self.store.get(job_id)
+        if job is None:
+            return None
+
+        def put(j: Job) -> None:
+            j.webhook = delivery.public()
+
+        return self.change(job_id, job.status, put, publish=None)
