@@ -85,11 +85,14 @@ class GatewayProcess:
 
 
 class RedisServer:
-    """A real ``redis-server`` on a free loopback port: no persistence, its files in
-    ``workdir``. ``stop()`` then ``start()`` again is a Redis that went away and came back
-    (on the same port, empty)."""
+    """A real ``redis-server`` on a free loopback port, its files in ``workdir``. ``stop()``
+    (SIGKILL) then ``start()`` again is a Redis that went away and came back on the same
+    port: empty, or, with ``appendonly``, with every write it acknowledged (AOF, fsync on
+    every write)."""
 
-    def __init__(self, workdir: Path, password: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, password: str | None = None, *, appendonly: bool = False
+    ) -> None:
         binary = shutil.which(REDIS_SERVER)
         if binary is None:
             pytest.fail(
@@ -99,6 +102,7 @@ class RedisServer:
         self.binary = binary
         self.workdir = workdir
         self.password = password
+        self.appendonly = appendonly
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -113,7 +117,11 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        args += ["--save", "", "--dir", str(self.workdir)]
+        if self.appendonly:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
         if self.password:
             args += ["--requirepass", self.password]
         log = (self.workdir / "redis.log").open("ab")

@@ -97,3 +97,17 @@ def test_percentile_interpolates() -> None:
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
     assert percentile([5.0], 99) == 5.0
     assert percentile(list(map(float, range(101))), 99) == pytest.approx(99.0)
+
+
+@pytest.mark.slow
+def test_redis_memory_prints_its_figure_per_million_jobs() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.redis_memory", "--jobs", "200"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figure = proc.stdout.split("per 10^6 jobs: ")[1].split(" GiB")[0]
+    assert float(figure) > 0.1  # at least the records themselves (2 kB each)

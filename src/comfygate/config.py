@@ -119,6 +119,13 @@ class Settings(BaseModel):
     job_retention_s: float = Field(
         7 * 86400.0, gt=0, description="finished jobs and their outputs are deleted after this"
     )
+    lease_s: float = Field(
+        15.0,
+        ge=1.0,
+        le=600.0,
+        description="a process's hold on a job it runs, renewed every third of it; a process "
+        "that stops renewing (it died) has its jobs taken over by another after this",
+    )
     sse_heartbeat_s: float = Field(15.0, gt=0, description="comment line on idle event streams")
 
     # Where outputs, input images and cached results live (docs/OPERATIONS.md, "Outputs in

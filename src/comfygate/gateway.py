@@ -117,6 +117,7 @@ class Gateway:
                 job_deadline_s=self.settings.job_deadline_s,
                 max_attempts=self.settings.max_attempts,
                 retention_s=self.settings.job_retention_s,
+                lease_s=self.settings.lease_s,
                 limits=CostLimits(
                     max_pixels=self.settings.max_pixels,
                     max_steps=self.settings.max_steps,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from comfygate.api import engine
+from comfygate.errors import StorageFailed
 from comfygate.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 bp = Blueprint("ops", __name__)
@@ -17,15 +18,22 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """200 while a backend is usable and the gateway's queue is not over its limit: a load
-    balancer stops sending when it turns 503."""
+    """200 while the job store answers, a backend is usable and the gateway's queue is not
+    over its limit: a load balancer stops sending when it turns 503."""
     gateway = engine.gateway()
     pool, jobs = gateway.pool, gateway.jobs
     usable = [b.name for b in pool.backends.values() if b.usable] if pool else []
-    waiting = jobs.waiting() if jobs else 0
     limit = gateway.settings.ready_max_waiting
     reason = None
-    if not usable:
+    waiting = 0
+    try:
+        gateway.store.ping()
+        waiting = jobs.waiting() if jobs else 0
+    except StorageFailed:
+        reason = "the job store does not answer"
+    if reason:
+        pass
+    elif not usable:
         reason = "no ComfyUI backend is available"
     elif waiting > limit:
         reason = f"{waiting} jobs are waiting (limit {limit})"

@@ -170,6 +170,12 @@ class Dispatcher:
         log.warning("resubmitting: %s", reason, extra={"job_id": job_id})
         self.unsend(job_id, count=True)
 
+    def ended(self, job_id: str) -> None:
+        """A job ended (written by this process): its backend slot is free again."""
+        held = self.holdings.drop(job_id)
+        if held is not None:
+            self.pool.release(held.backend)
+
     # --- leases ----------------------------------------------------------------------------
 
     def renew(self) -> None:

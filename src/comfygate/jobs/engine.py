@@ -375,9 +375,7 @@ class JobEngine:
         self.ledger.webhook_state(delivery.job_id, delivery)
 
     def _ended(self, before: Job, job: Job) -> None:
-        held = self.holdings.drop(job.id)
-        if held is not None:
-            self.pool.release(held.backend)
+        self.dispatcher.ended(job.id)
         key = self.admission.in_flight_key(job)
         if key is not None:
             self.store.leave_in_flight(key, job.id)

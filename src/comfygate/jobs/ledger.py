@@ -31,14 +31,15 @@ log = logging.getLogger(__name__)
 Q, S, R = JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING
 OK, FAILED, CANCELLED = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 
-# from -> the states it may move to (a state to itself: a field update, e.g. progress).
+# from -> the states it may move to. Staying in a state while fields change (progress, a
+# lease given back, a webhook's delivery state) is an update: ``change(..., update=True)``.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    Q: frozenset({Q, S, FAILED, CANCELLED}),
-    S: frozenset({S, R, Q, OK, FAILED, CANCELLED}),
-    R: frozenset({R, Q, OK, FAILED, CANCELLED}),
-    OK: frozenset({OK}),  # only the webhook's delivery state changes on an ended job
-    FAILED: frozenset({FAILED}),
-    CANCELLED: frozenset({CANCELLED}),
+    Q: frozenset({S, FAILED, CANCELLED}),
+    S: frozenset({R, Q, OK, FAILED, CANCELLED}),
+    R: frozenset({Q, OK, FAILED, CANCELLED}),
+    OK: frozenset(),
+    FAILED: frozenset(),
+    CANCELLED: frozenset(),
 }
 MAX_RETRIES = 50  # CAS retries when others write the job meanwhile (progress, renewals)
 
@@ -95,13 +96,17 @@ class Ledger:
         *,
         holder: str | None = None,
         publish: str | None = "status",
+        update: bool = False,
     ) -> Job | None:
         """Move a job to ``to`` (applying ``change`` to it) if the table allows it from its
-        current state and, with ``holder``, only while that holder holds it. Returns the job
-        as written, or None when the transition does not apply (anymore)."""
+        current state (``update``: or if it is in ``to`` already) and, with ``holder``, only
+        while that holder holds it. Returns the job as written, or None when the transition
+        does not apply (anymore)."""
         for _ in range(MAX_RETRIES):
             job = self.store.get(job_id)
-            if job is None or to not in TRANSITIONS[job.status]:
+            if job is None:
+                return None
+            if to not in TRANSITIONS[job.status] and not (update and to is job.status):
                 return None
             if holder is not None and job.holder != holder:
                 return None  # taken over by another holder, or ended elsewhere
@@ -159,7 +164,7 @@ class Ledger:
         job = self.store.get(job_id)
         if job is None:
             return None
-        return self.change(job_id, job.status, put, holder=holder, publish=None)
+        return self.change(job_id, job.status, put, holder=holder, publish=None, update=True)
 
     def requeue(self, job_id: str, holder: str | None, *, count: bool) -> Job | None:
         """Back to the queue, for any dispatcher to claim: ComfyUI lost the job (``count``:
@@ -184,7 +189,7 @@ class Ledger:
             j.holder = None
             return j.status is Q
 
-        return self.change(job_id, Q, free, holder=holder, publish=None)
+        return self.change(job_id, Q, free, holder=holder, publish=None, update=True)
 
     def succeeded(self, job_id: str, outputs: list[Output], holder: str | None) -> Job | None:
         def put(j: Job) -> None:
@@ -217,4 +222,4 @@ class Ledger:
         def put(j: Job) -> None:
             j.webhook = delivery.public()
 
-        return self.change(job_id, job.status, put, publish=None)
+        return self.change(job_id, job.status, put, publish=None, update=True)

@@ -104,6 +104,11 @@ class SQLiteJobStore:
                 "UPDATE jobs SET status = 'submitted' WHERE status = 'queued' "
                 "AND json_extract(data, '$.prompt_id') IS NOT NULL"
             )
+            # ...and held by nobody: an expired lease, so the first takeover follows it.
+            conn.execute(
+                "UPDATE jobs SET holder = 'before-leases', lease_until = 0 "
+                "WHERE status IN ('submitted', 'running') AND holder IS NULL"
+            )
             conn.execute("CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until)")
         self._inserts = GroupInsert(
             self._db, "jobs", ("id", "status", "finished_at", "version", "data")
