@@ -18,8 +18,9 @@ lint:
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
-# The browser tests drive Debian's Chromium and the Redis tests start Debian's redis-server;
-# only the tests need them, so only `make test` installs them.
+# The browser tests drive Debian's Chromium, the Redis tests start Debian's redis-server, the
+# S3 tests s3rver (from npm, into build/test-tools/); only the tests need them, so only
+# `make test` installs them.
 test: setup lint
 	@bash scripts/setup-test-tools.sh
 	$(BIN)/pytest $(PYTEST_ARGS)

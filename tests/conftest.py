@@ -16,6 +16,7 @@ from comfygate.gateway import Gateway
 
 if TYPE_CHECKING:
     from comfygate.testing.fake_comfyui import FakeComfyUI
+    from tests.processes import S3Server
 
 pytest_plugins = ["tests.real_comfyui"]
 
@@ -42,6 +43,25 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("COMFYGATE_"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One real S3 API (s3rver) for the session; tests keep apart by key prefix. A test
+    that stops its S3 starts an ``S3Server`` of its own."""
+    from tests.processes import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """``s3_server``, with boto3's chain in this process pointed at it alone."""
+    for key, value in s3_server.aws_env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
-"""Real servers in child processes, as users run them: `comfygate serve`, and Debian's
-``redis-server`` (installed by scripts/setup-test-tools.sh)."""
+"""Real servers in child processes, as users run them: `comfygate serve`, Debian's
+``redis-server``, and s3rver (a real S3 API that checks SigV4 signatures and presigned
+urls' expiry: the npm package @20minutes/s3rver in build/test-tools/); the setup of both is
+scripts/setup-test-tools.sh."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import requests
 from tests.helpers import wait_for
 
 REDIS_SERVER = "redis-server"
+ROOT = Path(__file__).resolve().parent.parent
+S3RVER = ROOT / "build" / "test-tools" / "node_modules" / "@20minutes" / "s3rver"
 
 
 def free_port() -> int:
@@ -133,6 +137,81 @@ class RedisServer:
         if not wait_for(answers, 10):
             self.stop()
             pytest.fail(f"redis-server did not answer: {(self.workdir / 'redis.log').read_text()}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+class S3Server:
+    """s3rver, a real S3 API (signatures, presigned urls and their expiry checked), on a free
+    loopback port, its objects in ``workdir``; the bucket ``bucket`` exists from the start.
+    Its credentials are s3rver's own, S3RVER / S3RVER. ``stop()`` then ``start()`` is an S3
+    that went away and came back, on the same port, with the same objects."""
+
+    ACCESS_KEY = "S3RVER"
+    SECRET_KEY = "S3RVER"
+    REGION = "us-east-1"
+
+    def __init__(self, workdir: Path, bucket: str = "comfygate") -> None:
+        node = shutil.which("node")
+        if node is None or not (S3RVER / "package.json").exists():
+            pytest.fail(
+                "s3rver is not installed: run `bash scripts/setup-test-tools.sh` (make test "
+                "does; it needs npm)"
+            )
+        self.node = node
+        self.workdir = workdir
+        self.bucket = bucket
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def aws_env(self) -> dict[str, str]:
+        """boto3's chain pointed at this server alone: its keys, a region, no ~/.aws files
+        and no instance metadata lookups (no address outside loopback is ever tried)."""
+        missing = str(self.workdir / "no-aws-config")
+        return {
+            "AWS_ACCESS_KEY_ID": self.ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY,
+            "AWS_DEFAULT_REGION": self.REGION,
+            "AWS_CONFIG_FILE": missing,
+            "AWS_SHARED_CREDENTIALS_FILE": missing,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def gateway_env(self, prefix: str = "") -> dict[str, str]:
+        """The environment of a `comfygate serve` keeping its files here (GatewayProcess's
+        ``env``)."""
+        return {
+            **self.aws_env(),
+            "COMFYGATE_STORAGE": "s3",
+            "COMFYGATE_S3_BUCKET": self.bucket,
+            "COMFYGATE_S3_PREFIX": prefix,
+            "COMFYGATE_S3_ENDPOINT_URL": self.url,
+        }
+
+    def start(self) -> S3Server:
+        data = self.workdir / "objects"
+        data.mkdir(parents=True, exist_ok=True)
+        launcher = Path(__file__).with_name("s3rver.js")
+        args = [self.node, str(launcher), str(S3RVER), str(self.port), str(data), self.bucket]
+        log = (self.workdir / "s3rver.log").open("ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+        def answers() -> bool:
+            try:
+                return requests.get(self.url, timeout=1).status_code > 0
+            except requests.RequestException:
+                return False
+
+        if not wait_for(answers, 20):
+            self.stop()
+            pytest.fail(f"s3rver did not answer: {(self.workdir / 's3rver.log').read_text()}")
         return self
 
     def stop(self) -> None:

@@ -311,13 +311,13 @@ def test_an_entry_evicted_during_a_hit_runs_the_job_instead(
 ) -> None:
     first = generate(client, SEEDED)
     storage = app.extensions["comfygate"].jobs.storage
-    real_adopt = storage.adopt
+    real_copy = storage.copy
 
     def vanished(*args: Any) -> None:
-        storage.adopt = real_adopt  # only this once
+        storage.copy = real_copy  # only this once
         raise FileNotFoundError("evicted meanwhile")
 
-    storage.adopt = vanished
+    storage.copy = vanished
     again = generate(client, SEEDED)
     assert again.headers["Content-Type"] == first.headers["Content-Type"] == "image/png"
     assert len(fake.submissions) == 2  # it ran on ComfyUI

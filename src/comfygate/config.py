@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "COMFYGATE_"
 
@@ -119,6 +127,29 @@ class Settings(BaseModel):
         "that stops renewing (it died) has its jobs taken over by another after this",
     )
     sse_heartbeat_s: float = Field(15.0, gt=0, description="comment line on idle event streams")
+
+    # Where outputs, input images and cached results live (docs/OPERATIONS.md, "Outputs in
+    # S3"). S3 credentials and region come from boto3's chain (AWS_ACCESS_KEY_ID...), never
+    # from these settings.
+    storage: Literal["local", "s3"] = Field(
+        "local", description="where outputs live: local (under DATA_DIR) or s3 (any S3 service)"
+    )
+    s3_bucket: str | None = Field(None, description="the bucket, with STORAGE=s3")
+    s3_prefix: str = Field(
+        "", description="prepended to every object key (end it with '/' for a folder)"
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="the S3 endpoint of a service other than AWS's (MinIO, R2...)"
+    )
+    output_urls: Literal["gateway", "presigned"] = Field(
+        "gateway",
+        description="gateway: output urls are /v1/outputs/...; presigned: presigned S3 GET "
+        "urls (STORAGE=s3)",
+    )
+    # SigV4 presigned urls last at most 7 days.
+    presign_expires_s: int = Field(
+        3600, ge=1, le=7 * 86400, description="lifetime of a presigned output url"
+    )
 
     webhook_secret: str | None = Field(
         None,
@@ -304,6 +335,26 @@ class Settings(BaseModel):
             )
         return value
 
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("is not an http(s) URL such as http://127.0.0.1:9000")
+        return value
+
+    @model_validator(mode="after")
+    def _check_storage(self) -> Settings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("STORAGE=s3 needs S3_BUCKET (env COMFYGATE_S3_BUCKET)")
+        if self.output_urls == "presigned" and self.storage != "s3":
+            raise ValueError(
+                "OUTPUT_URLS=presigned needs STORAGE=s3: local files have no url of their own"
+            )
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
@@ -406,8 +457,11 @@ def without_password(uri: str) -> str:
 def _one_line(exc: ValidationError) -> str:
     messages = []
     for err in exc.errors():
-        name = ".".join(str(p) for p in err["loc"]) or "settings"
         msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a check of settings together: its message names them
+            messages.append(msg)
+            continue
+        name = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
         messages.append(f"{name.upper()} (env {ENV_PREFIX}{name.upper()}): {msg}")

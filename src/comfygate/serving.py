@@ -71,6 +71,8 @@ def shown_value(settings: Settings, name: str) -> str:
     value = getattr(settings, name)
     if value is None or value == [] or value == {}:
         return "unset"
+    if value == "":
+        return '""'  # set, and empty (S3_PREFIX's default)
     if name in SECRET_SETTINGS:
         count = len(value) if isinstance(value, list) else 1
         return f"*** ({count} key{'s' if count != 1 else ''})" if name == "api_keys" else "***"

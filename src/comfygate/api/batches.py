@@ -136,30 +136,38 @@ class _Pipe:
 
 @bp.get("/v1/batches/<batch_id>/archive")
 def archive(batch_id: str) -> Response:
-    storage = engine.gateway().storage
+    storage = engine.storage()
     batch, jobs = _batch(batch_id)
     files = []
     for job in jobs:
         index = job.batch_index if job.batch_index is not None else batch["jobs"].index(job.id)
         for output in job.outputs:
-            path = storage.open_path(job.id, output.filename)
-            if path is not None:
-                files.append((f"{index:04d}-{output.filename}", path))
+            files.append((f"{index:04d}-{output.filename}", job.id, output.filename))
+    # The first file is opened before the answer starts: a storage that cannot be read is a
+    # 503 then, not an archive cut short.
+    first = storage.open(files[0][1], files[0][2]) if files else None
 
     def stream() -> Iterator[bytes]:
         pipe = _Pipe()
         # PNG, JPEG and video are compressed already: store, do not deflate again.
         with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED) as zf:
-            for name, path in files:
-                with zf.open(name, "w") as entry, path.open("rb") as source:
-                    while chunk := source.read(ARCHIVE_CHUNK):
+            for i, (name, job_id, filename) in enumerate(files):
+                opened = first if i == 0 else storage.open(job_id, filename)
+                if opened is None:  # swept meanwhile
+                    continue
+                big = opened.size >= zipfile.ZIP64_LIMIT  # zipfile must know before writing
+                with opened, zf.open(name, "w", force_zip64=big) as entry:
+                    for chunk in opened.chunks(ARCHIVE_CHUNK):
                         entry.write(chunk)
                         yield pipe.take()
                 yield pipe.take()
         yield pipe.take()
 
-    return Response(
+    resp = Response(
         stream(),
         mimetype="application/zip",
         headers={"Content-Disposition": f'attachment; filename="batch-{batch_id}.zip"'},
     )
+    if first is not None:
+        resp.call_on_close(first.close)  # the stream may never start (a HEAD)
+    return resp

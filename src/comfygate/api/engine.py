@@ -13,6 +13,7 @@ from comfygate.config import Settings
 from comfygate.errors import BackendUnavailable
 from comfygate.gateway import Gateway
 from comfygate.jobs.engine import JobEngine
+from comfygate.storage.base import OutputStorage
 from comfygate.templates import TemplateRegistry
 
 EXTENSION = "comfygate"
@@ -24,6 +25,11 @@ def gateway() -> Gateway:
 
 def settings() -> Settings:
     return gateway().settings
+
+
+def storage() -> OutputStorage:
+    """The outputs' storage: views read files through its interface, never a path."""
+    return gateway().storage
 
 
 def templates() -> TemplateRegistry:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 
-from flask import Blueprint, Response, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request
 
-from comfygate.api import auth, engine, urls, waits
+from comfygate.api import auth, engine, stored, urls, waits
 from comfygate.api.body import Body, read_body
 from comfygate.api.images import run_request_with_images
 from comfygate.errors import Conflict, Timeout, ValidationFailed, from_code
@@ -81,9 +81,9 @@ def _answer(job: Job) -> Response:
             [output.content_type, "application/json"], default=output.content_type
         )
         if best != "application/json":
-            path = gateway.storage.open_path(job.id, output.filename)
-            if path is not None:
-                resp = send_file(path, mimetype=output.content_type, download_name=output.filename)
+            opened = engine.storage().open(job.id, output.filename)
+            if opened is not None:
+                resp = stored.answer(opened, download_name=output.filename)
                 resp.headers.update(headers)
                 return resp
     resp = jsonify(urls.job(job))

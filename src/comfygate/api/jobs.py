@@ -142,7 +142,7 @@ def events(job_id: str) -> Response:
     heartbeat = engine.settings().sse_heartbeat_s
     service.get(job_id, auth.visible_owner())  # 404 before the stream starts, not an empty one
     release = waits.acquire()  # given back when the server closes the response
-    base = urls.prefix()  # the stream runs outside the request
+    base = urls.links()  # the stream runs outside the request
 
     def stream() -> Iterator[str]:
         with service.events.subscribe(job_id) as updates:

@@ -69,6 +69,15 @@ from comfygate.sdk.errors import (
 )
 from comfygate.sdk.models import Event, Job, JobError, Output, Progress, _lines, parse_sse
 
+# A presigned S3 url (SigV4 query authentication): what the gateway gives as an output's url
+# with OUTPUT_URLS=presigned.
+_PRESIGNED = re.compile(r"https?://[^?#]+\?(?:[^#]*&)?X-Amz-Signature=")
+
+
+def _presigned(url: str) -> bool:
+    return _PRESIGNED.match(url) is not None
+
+
 __all__ = [
     "DEFAULT_SERVER",
     "BackendUnavailableError",
@@ -271,7 +280,7 @@ class Client:
             job = self._follow(exc, timeout_s, started)
             if len(job.outputs) != 1:
                 raise MultipleOutputsError(job) from None
-            with self._send("GET", self._own_path(job.outputs[0].url)) as resp:
+            with self._get_output(job.outputs[0].url) as resp:
                 return resp.content
         with resp:
             if resp.headers.get("Content-Type", "").startswith("application/json"):
@@ -503,12 +512,12 @@ class Client:
         url = output.url if isinstance(output, Output) else output
         if isinstance(url, Mapping):
             url = str(url.get("url", ""))
-        request_path = self._own_path(url)
+        request_path = url if _presigned(url) else self._own_path(url)
         target = Path(path)
         partial = target.with_name(target.name + ".part")
         with partial.open("wb") as fh:
             try:
-                with self._send("GET", request_path, stream=True) as resp:
+                with self._get_output(url, stream=True) as resp:
                     for chunk in resp.iter_content(chunk_size=64 * 1024):
                         fh.write(chunk)
             except requests.RequestException as exc:
@@ -521,6 +530,29 @@ class Client:
                 raise
         partial.replace(target)
         return target
+
+    def _get_output(self, url: str, *, stream: bool = False) -> requests.Response:
+        """GET an output: through the gateway, or (the gateway set OUTPUT_URLS=presigned) its
+        presigned storage url, which is its own authority: sent without the API key, so the
+        storage's host never sees it."""
+        if not _presigned(url):
+            return self._send("GET", self._own_path(url), stream=stream)
+        timeout = (self.connect_timeout, self.timeout)
+        headers = {"User-Agent": "comfygate-sdk"}
+        try:
+            resp = requests.get(url, timeout=timeout, stream=stream, headers=headers)
+        except requests.RequestException as exc:
+            raise ComfyGateConnectionError(
+                f"cannot fetch the output from its presigned url ({type(exc).__name__})",
+                self.base_url,
+            ) from exc
+        if resp.status_code >= 400:
+            with resp:
+                raise ComfyGateError(
+                    f"the storage refused the output's presigned url ({resp.status_code}): "
+                    "it may have expired; get the job again for a fresh one"
+                )
+        return resp
 
     def _own_path(self, url: str) -> str:
         """The path of an output URL on this gateway. A URL naming another host is refused:

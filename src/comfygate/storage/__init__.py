@@ -1,1 +1,3 @@
-"""Where outputs live: a local directory under DATA_DIR (S3-compatible storage later)."""
+"""Where outputs, input images and cached results live: a directory under DATA_DIR
+(``local``) or any S3-compatible service (``s3``), behind ``base.OutputStorage``;
+``resolve.open_storage`` picks one from the settings."""

@@ -4,8 +4,15 @@ stream, ask a size and type, delete, and may ask for a presigned url.
 
 A store holds *groups* of named files: a job's outputs (group = job id), a job's input
 images, a cached result (group = cache key). Groups and names are made by the gateway and
-checked against strict patterns by every implementation (``check_group``, ``check_name``),
-whatever a request says.
+checked against strict patterns by every implementation (``valid``, ``require_valid``),
+whatever a request says. An invalid group or name is never an error of the storage: the
+reads (``open``, ``stat``, ``presigned_url``) answer None, as for a file that is not there;
+the writes (``save``, ``copy``, ``delete_group``) raise ``ValueError`` (a bug of the caller).
+A file's content type follows from its name (``files.content_type``).
+
+A storage that cannot be reached or written raises ``errors.StorageFailed`` (a 503 to a
+request), never its library's own exception, and never with an endpoint or a credential in
+the message.
 
 Every implementation passes the contract suite in ``tests/contracts/test_storage_contract.py``.
 """
@@ -26,6 +33,12 @@ def valid(group: str, name: str | None = None) -> bool:
     return GROUP.fullmatch(group) is not None and (name is None or NAME.fullmatch(name) is not None)
 
 
+def require_valid(group: str, name: str | None = None) -> None:
+    """What the writes check: a ValueError for an invalid group or name."""
+    if not valid(group, name):
+        raise ValueError("invalid output name or group")
+
+
 @dataclass(frozen=True)
 class StoredFile:
     size: int
@@ -33,10 +46,12 @@ class StoredFile:
 
 
 class Opened(Protocol):
-    """An open stored file: read it in chunks, then close it (or use ``with``)."""
+    """An open stored file: read it in chunks, then close it (or use ``with``). ``etag``
+    changes whenever the file's bytes could have (None if the storage has none)."""
 
     size: int
     content_type: str
+    etag: str | None
 
     def chunks(self, chunk_size: int = 64 * 1024) -> Iterator[bytes]: ...
     def read(self, n: int = -1) -> bytes: ...
@@ -55,14 +70,19 @@ class OutputStorage(Protocol):
         """The stored file, or None (no such file, or an invalid group or name)."""
         ...
 
-    def stat(self, group: str, name: str) -> StoredFile | None: ...
+    def stat(self, group: str, name: str) -> StoredFile | None:
+        """The file's size and type, or None (as ``open``)."""
+        ...
 
     def copy(self, source_group: str, name: str, target_group: str) -> None:
         """Give ``target_group`` the file ``name`` of ``source_group`` (a cached result:
-        a hard link or a server-side copy, never a download)."""
+        a hard link or a server-side copy, never a download), replacing one of that name.
+        Raises ``FileNotFoundError`` if the source is not there (nothing changed)."""
         ...
 
-    def delete_group(self, group: str) -> None: ...
+    def delete_group(self, group: str) -> None:
+        """Delete every file of the group (nothing if it has none)."""
+        ...
 
     def presigned_url(self, group: str, name: str, expires_s: int) -> str | None:
         """A url anyone may GET the file with until it expires; None if the storage has no

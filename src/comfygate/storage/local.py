@@ -1,78 +1,75 @@
-"""Outputs on the local disk, under DATA_DIR/outputs/<job_id>/<name>.
+"""Files on the local disk: ``LocalStorage(root)`` keeps ``root/<group>/<name>``
+(DATA_DIR/outputs, DATA_DIR/inputs, DATA_DIR/cache).
 
-Names are made by the gateway (``<node>-<n>.<ext>`` with an extension from an allowlist),
-never taken from a client or from ComfyUI. Every lookup checks the job id and the file name
-against strict patterns and resolves the path inside the root: nothing outside it can be
-read, whatever the request says (``..``, encoded slashes, absolute paths, symlinks).
+Every lookup checks the group and the name against strict patterns (``base.valid``) and
+resolves the path inside the root: nothing outside it can be read, whatever the request says
+(``..``, encoded slashes, absolute paths, symlinks). A file is written beside its final name
+under a name no lookup accepts, then renamed over it (``os.replace``): a reader sees the old
+file or the whole new one, never a part.
 """
 
 from __future__ import annotations
 
-import io
-import mimetypes
+import contextlib
+import errno
 import os
-import re
 import shutil
-import warnings
+import stat
+import uuid
 from collections.abc import Iterable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image, UnidentifiedImageError
+from comfygate.errors import StorageFailed
+from comfygate.storage.base import StoredFile, require_valid, valid
+from comfygate.storage.files import CONTENT_TYPES, content_type, image_size, output_name
 
-from comfygate.storage.base import StoredFile
+# Kept importable from here for the engine that still does (jobs/service.py).
+__all__ = [
+    "CONTENT_TYPES",
+    "LocalFile",
+    "LocalStorage",
+    "content_type",
+    "image_size",
+    "output_name",
+]
 
-# fullmatch, not ^...$: "$" also matches before a trailing newline.
-_JOB_ID = re.compile(r"[0-9a-f]{32}|[0-9a-f]{64}")  # a job id or a cache key
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\.[a-z0-9]{1,5}")
-
-# Extensions ComfyUI output nodes write, with the content type served for each.
-CONTENT_TYPES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".webp": "image/webp",
-    ".gif": "image/gif",
-    ".mp4": "video/mp4",
-    ".webm": "video/webm",
-    ".mov": "video/quicktime",
-    ".wav": "audio/wav",
-    ".flac": "audio/flac",
-    ".mp3": "audio/mpeg",
-    ".ogg": "audio/ogg",
-    ".opus": "audio/ogg",
-    ".glb": "model/gltf-binary",
-}
+_CHUNK = 64 * 1024
 
 
-def output_name(node_id: str, index: int, comfy_filename: str) -> str:
-    """A safe name for the index-th file of a node, keeping only a known extension."""
-    ext = PurePosixPath(comfy_filename).suffix.lower()
-    if ext not in CONTENT_TYPES:
-        ext = ".bin"
-    node = re.sub(r"[^A-Za-z0-9_-]", "_", node_id)[:40] or "node"
-    return f"{node}-{index}{ext}"
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    """A failure of the disk (full, read-only, no permission) is the storage's failure."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageFailed(f"output storage cannot be written ({exc.strerror})") from None
 
 
-def content_type(name: str) -> str:
-    ext = PurePosixPath(name).suffix.lower()
-    return CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+class LocalFile:
+    """An open stored file (``base.Opened``) over a file descriptor."""
 
+    def __init__(self, fh: BinaryIO, size: int, content_type: str, etag: str) -> None:
+        self._fh = fh
+        self.size = size
+        self.content_type = content_type
+        self.etag: str | None = etag
 
-def image_size(source: Path | bytes | None) -> tuple[int, int] | None:
-    """(width, height) of an image file, or of the first bytes of one, read from its header
-    only; None if it is not an image Pillow knows."""
-    if source is None:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-                return image.size
-        except Image.DecompressionBombError:
-            return (Image.MAX_IMAGE_PIXELS or 1 << 30, 2)  # past Pillow's own bomb limit
-        except (UnidentifiedImageError, OSError):
-            return None
+    def chunks(self, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+        while chunk := self.read(chunk_size):
+            yield chunk
+
+    def read(self, n: int = -1) -> bytes:
+        return self._fh.read(n)
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> LocalFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class LocalStorage:
@@ -80,30 +77,104 @@ class LocalStorage:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, job_id: str, name: str | None = None) -> Path | None:
-        if not _JOB_ID.fullmatch(job_id) or (name is not None and not _NAME.fullmatch(name)):
+    def _path(self, group: str, name: str | None = None) -> Path | None:
+        if not valid(group, name):
             return None
-        path = self.root / job_id if name is None else self.root / job_id / name
+        path = self.root / group if name is None else self.root / group / name
         # resolve() follows symlinks: a link pointing out of the root is refused too.
         resolved = path.resolve()
         if not resolved.is_relative_to(self.root):
             return None
         return resolved
 
-    def save(self, job_id: str, name: str, chunks: Iterable[bytes]) -> int:
-        path = self._path(job_id, name)
-        if path is None:
-            raise ValueError("invalid output name")
+    def _target(self, group: str, name: str) -> Path:
+        require_valid(group, name)
+        path = self._path(group, name)
+        if path is None:  # a valid name whose folder leads out of the root
+            raise ValueError("invalid output name or group")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
+        return path
+
+    def save(self, group: str, name: str, chunks: Iterable[bytes]) -> int:
+        path = self._target(group, name)
+        # A name of its own per writer (no lookup accepts a leading dot): two saves of one
+        # file never write into each other's part.
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
         size = 0
-        with tmp.open("wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-                size += len(chunk)
-        os.replace(tmp, path)
+        try:
+            with _writing(), tmp.open("wb") as fh:
+                for chunk in chunks:  # the source's own errors go up as they are
+                    with _writing():
+                        fh.write(chunk)
+                    size += len(chunk)
+            with _writing():
+                os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return size
 
+    def open(self, group: str, name: str) -> LocalFile | None:
+        path = self._path(group, name)
+        if path is None:
+            return None
+        try:
+            # O_NOFOLLOW: a symlink planted after the check above is refused too.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a symlink
+                return None
+            raise StorageFailed(f"output storage cannot be read ({exc.strerror})") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            return None
+        etag = f"{info.st_ino:x}-{info.st_mtime_ns:x}-{info.st_size:x}"
+        return LocalFile(os.fdopen(fd, "rb"), info.st_size, content_type(name), etag)
+
+    def stat(self, group: str, name: str) -> StoredFile | None:
+        path = self._path(group, name)
+        if path is None:
+            return None
+        try:
+            info = path.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return StoredFile(info.st_size, content_type(name))
+
+    def copy(self, source_group: str, name: str, target_group: str) -> None:
+        require_valid(source_group, name)
+        source = self.open_path(source_group, name)
+        target = self._target(target_group, name)
+        if source is None:
+            raise FileNotFoundError(f"no stored file {name}")
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        try:
+            os.link(source, tmp)  # free on one filesystem
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no stored file {name}") from None  # deleted meanwhile
+        except OSError:
+            try:
+                shutil.copyfile(source, tmp)
+            except FileNotFoundError:
+                tmp.unlink(missing_ok=True)
+                raise FileNotFoundError(f"no stored file {name}") from None
+        os.replace(tmp, target)
+
+    def delete_group(self, group: str) -> None:
+        require_valid(group)
+        path = self._path(group)
+        if path is not None and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+    def presigned_url(self, group: str, name: str, expires_s: int) -> str | None:
+        return None  # files on a disk have no url of their own: the gateway serves them
+
+    # Kept until the engine switches to the interface above; the coordinator deletes them.
     def open_path(self, job_id: str, name: str) -> Path | None:
         """The file's path if it is a stored regular file of that job, else None."""
         path = self._path(job_id, name)
@@ -119,64 +190,12 @@ class LocalStorage:
 
     def adopt(self, job_id: str, name: str, source: Path) -> None:
         """Give a job a file that already exists (a cached output): a hard link, no copy."""
-        path = self._path(job_id, name)
-        if path is None:
-            raise ValueError("invalid output name")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self._target(job_id, name)
         try:
             os.link(source, path)
         except OSError:
             shutil.copyfile(source, path)
 
     def delete_job(self, job_id: str) -> None:
-        path = self._path(job_id)
-        if path is not None and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-
-    # --- OutputStorage (storage/base.py); a stopgap until the storage branch merges --------
-
-    def open(self, group: str, name: str) -> _Opened | None:
-        path = self.open_path(group, name)
-        if path is None:
-            return None
-        try:
-            return _Opened(path.open("rb"), path.stat().st_size, content_type(name))
-        except OSError:
-            return None
-
-    def stat(self, group: str, name: str) -> StoredFile | None:
-        path = self.open_path(group, name)
-        return StoredFile(path.stat().st_size, content_type(name)) if path else None
-
-    def copy(self, source_group: str, name: str, target_group: str) -> None:
-        source = self.open_path(source_group, name)
-        if source is None:
-            raise FileNotFoundError(name)
-        self.adopt(target_group, name, source)
-
-    def delete_group(self, group: str) -> None:
-        self.delete_job(group)
-
-    def presigned_url(self, group: str, name: str, expires_s: int) -> str | None:
-        return None
-
-
-class _Opened:
-    def __init__(self, handle: BinaryIO, size: int, content_type: str) -> None:
-        self._handle, self.size, self.content_type = handle, size, content_type
-
-    def chunks(self, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
-        while chunk := self._handle.read(chunk_size):
-            yield chunk
-
-    def read(self, n: int = -1) -> bytes:
-        return self._handle.read(n)
-
-    def close(self) -> None:
-        self._handle.close()
-
-    def __enter__(self) -> _Opened:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        with contextlib.suppress(ValueError):
+            self.delete_group(job_id)

@@ -643,8 +643,14 @@ async function cancel() {
 
 // --- gallery -------------------------------------------------------------------------------
 
+// An output url on another origin is a presigned storage url (OUTPUT_URLS=presigned): it
+// needs no key, and the key must never go there.
+function isOwnUrl(url) {
+  return new URL(apiUrl(url)).origin === window.location.origin;
+}
+
 async function imageSource(url) {
-  if (!state.apiKey) return apiUrl(url);
+  if (!state.apiKey || !isOwnUrl(url)) return apiUrl(url);
   // An <img> cannot send the key: fetch the file and show it from a blob URL.
   return URL.createObjectURL(await fetchOutput(url));
 }
@@ -677,7 +683,7 @@ function downloadLink(output) {
     text: "Download",
   });
   link.addEventListener("click", async (event) => {
-    if (!state.apiKey) return;
+    if (!state.apiKey || !isOwnUrl(output.url)) return;
     event.preventDefault();
     try {
       const href = URL.createObjectURL(await fetchOutput(output.url));
