@@ -29,7 +29,7 @@ from comfygate.jobs.sqlite_store import SQLiteJobStore
 from comfygate.jobs.store import JobStore
 from comfygate.jobs.webhooks import WebhookOptions, load_or_create_secret
 from comfygate.metrics import Metrics
-from comfygate.storage.local import LocalStorage
+from comfygate.storage.resolve import open_storage
 from comfygate.templates import TemplateRegistry
 from comfygate.templates.limits import CostLimits
 
@@ -92,8 +92,10 @@ class Gateway:
         # One Redis client (a connection pool) for the store and the bus, when REDIS_URL is set.
         self.redis = redisconn.connect(settings.redis_url) if settings.redis_url else None
         self.store = open_store(settings, self.data_dir, self.redis)
-        self.storage = LocalStorage(self.data_dir / "outputs")
-        self.inputs = LocalStorage(self.data_dir / "inputs")
+        # Outputs (and cached results, under their key) and the jobs' input images: local
+        # directories in DATA_DIR, or an S3 bucket the replicas share (STORAGE).
+        self.storage = open_storage(settings, "outputs")
+        self.inputs = open_storage(settings, "inputs")
         self.bus = open_bus(settings, self.redis)
         self.metrics = Metrics()
         self.pool: BackendPool | None = None

@@ -11,8 +11,9 @@ from comfygate.config import Settings
 from comfygate.storage.base import OutputStorage
 from comfygate.storage.local import LocalStorage
 
-Area = Literal["outputs", "inputs", "cache"]
-AREAS: tuple[Area, ...] = ("outputs", "inputs", "cache")
+# Cached results live in "outputs", under their 64-hex key: a hit is a copy within one area.
+Area = Literal["outputs", "inputs"]
+AREAS: tuple[Area, ...] = ("outputs", "inputs")
 
 
 def _local(settings: Settings, area: Area) -> OutputStorage:
@@ -31,7 +32,7 @@ STORAGES: dict[str, Callable[[Settings, Area], OutputStorage]] = {"local": _loca
 
 
 def open_storage(settings: Settings, area: Area) -> OutputStorage:
-    """The storage of ``area`` ("outputs", "inputs" or "cache")."""
+    """The storage of ``area`` ("outputs" or "inputs")."""
     if area not in AREAS:
         raise ValueError(f"unknown storage area {area!r}")
     return STORAGES[settings.storage](settings, area)
