@@ -192,7 +192,7 @@ def test_only_recorded_outputs_are_served(keyed: FlaskClient, keyed_app: Flask) 
     job_id = job["id"]
     recorded = job["outputs"][0]
     assert keyed.get(recorded["url"], headers=bearer(USER)).status_code == 200
-    folder = keyed_app.extensions["comfygate"].storage.job_dir(job_id)
+    folder = keyed_app.extensions["comfygate"].data_dir / "outputs" / job_id
     (folder / "evil.html").write_text("<script>alert(1)</script>")
     (folder / "9-0.png").write_bytes((folder / recorded["filename"]).read_bytes())
     for name in ("evil.html", "9-0.png"):
@@ -220,8 +220,8 @@ def test_storage_refuses_names_with_a_trailing_newline(app: Flask) -> None:
     job_id = "0123456789abcdef0123456789abcdef"
     with pytest.raises(ValueError, match="invalid output name"):
         storage.save(job_id, "3-0.png\n", [b"x"])
-    with pytest.raises(ValueError, match="invalid job id"):
-        storage.job_dir(job_id + "\n")
+    with pytest.raises(ValueError, match="invalid output name"):
+        storage.save(job_id + "\n", "3-0.png", [b"x"])
 
 
 def _mode(path: Path) -> int:

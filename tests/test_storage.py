@@ -21,9 +21,10 @@ def test_names_are_made_by_the_gateway() -> None:
 def test_save_and_open(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "out")
     assert storage.save(JOB, "9-0.png", [b"ab", b"c"]) == 3
-    path = storage.open_path(JOB, "9-0.png")
-    assert path is not None
-    assert path.read_bytes() == b"abc"
+    opened = storage.open(JOB, "9-0.png")
+    assert opened is not None
+    with opened:
+        assert opened.read() == b"abc"
 
 
 @pytest.mark.parametrize(
@@ -43,7 +44,7 @@ def test_traversal_and_unknown_names_are_refused(tmp_path: Path, job: str, name:
     storage = LocalStorage(tmp_path / "out")
     storage.save(JOB, "9-0.png", [b"x"])
     (tmp_path / "secret").write_text("s")
-    assert storage.open_path(job, name) is None
+    assert storage.open(job, name) is None
 
 
 def test_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
@@ -52,4 +53,4 @@ def test_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
     secret = tmp_path / "secret.png"
     secret.write_text("s")
     os.symlink(secret, tmp_path / "out" / JOB / "link.png")
-    assert storage.open_path(JOB, "link.png") is None
+    assert storage.open(JOB, "link.png") is None

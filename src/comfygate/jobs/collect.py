@@ -181,7 +181,10 @@ class Collector:
             name = output_name(ref.node_id, index, ref.filename)
             size = self._save(job, backend, ref, name)
             if self.limits.max_pixels is not None:
-                with self.outputs.open(job.id, name) as stored:  # type: ignore[union-attr]
+                stored = self.outputs.open(job.id, name)
+                if stored is None:
+                    raise StorageFailed("an output just stored cannot be read back")
+                with stored:
                     dimensions = image_size(stored.read(256 * 1024))
                 too_large = dimensions and self.limits.pixels_error(ref.node_id, *dimensions)
                 if too_large:

@@ -148,9 +148,9 @@ class LocalStorage:
 
     def copy(self, source_group: str, name: str, target_group: str) -> None:
         require_valid(source_group, name)
-        source = self.open_path(source_group, name)
+        source = self._path(source_group, name)
         target = self._target(target_group, name)
-        if source is None:
+        if source is None or self.stat(source_group, name) is None:  # a regular file only
             raise FileNotFoundError(f"no stored file {name}")
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
         try:
@@ -173,29 +173,3 @@ class LocalStorage:
 
     def presigned_url(self, group: str, name: str, expires_s: int) -> str | None:
         return None  # files on a disk have no url of their own: the gateway serves them
-
-    # Kept until the engine switches to the interface above; the coordinator deletes them.
-    def open_path(self, job_id: str, name: str) -> Path | None:
-        """The file's path if it is a stored regular file of that job, else None."""
-        path = self._path(job_id, name)
-        if path is None or path.is_symlink() or not path.is_file():
-            return None
-        return path
-
-    def job_dir(self, job_id: str) -> Path:
-        path = self._path(job_id)
-        if path is None:
-            raise ValueError("invalid job id")
-        return path
-
-    def adopt(self, job_id: str, name: str, source: Path) -> None:
-        """Give a job a file that already exists (a cached output): a hard link, no copy."""
-        path = self._target(job_id, name)
-        try:
-            os.link(source, path)
-        except OSError:
-            shutil.copyfile(source, path)
-
-    def delete_job(self, job_id: str) -> None:
-        with contextlib.suppress(ValueError):
-            self.delete_group(job_id)
