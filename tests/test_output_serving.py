@@ -7,6 +7,7 @@ without the gateway. The STORAGE settings are checked at start and shown by
 from __future__ import annotations
 
 import io
+import json
 import uuid
 import zipfile
 from pathlib import Path
@@ -167,6 +168,31 @@ def test_an_unreachable_s3_is_a_503(
             assert "127.0.0.1" not in text
         own.start()  # back: served again, no restart of the gateway
         assert client.get(job["outputs"][0]["url"]).status_code == 200
+    finally:
+        own.stop()
+
+
+def test_an_s3_down_while_collecting_fails_that_job_after_retries_not_the_gateway(
+    fake: FakeComfyUI, make_app: MakeApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = S3Server(tmp_path / "own-s3").start()
+    for key, value in own.aws_env().items():
+        monkeypatch.setenv(key, value)
+    try:
+        app = make_s3_app(make_app, fake, own)
+        client = app.test_client()
+        own.stop()
+        job = finished(client, submit(client, {"template": "solid", "color": 1})["id"])
+        assert job["status"] == "failed"
+        assert job["error"]["code"] == "backend_unavailable"
+        assert job["error"]["message"].startswith("could not collect the outputs")
+        assert str(own.port) not in json.dumps(job)
+        assert job["outputs"] == []
+        assert client.get("/healthz").status_code == 200
+        own.start()  # back: the next job is collected, with no restart of the gateway
+        again = finished(client, submit(client, {"template": "solid", "color": 2})["id"])
+        assert again["status"] == "succeeded"
+        assert client.get(again["outputs"][0]["url"]).status_code == 200
     finally:
         own.stop()
 

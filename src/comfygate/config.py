@@ -234,7 +234,8 @@ class Settings(BaseModel):
     redis_url: str | None = Field(
         None,
         description="a Redis server the replicas share (redis://[:password@]host:6379/0, "
-        "rediss:// for TLS); today it holds the rate-limit counters",
+        "rediss:// for TLS): jobs, queue, leases, events, cache index, idempotency keys and "
+        "rate limits live there",
     )
     redis_prefix: str = Field(
         "comfygate:",

@@ -61,7 +61,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         storage_options=options,
         headers_enabled=True,
         in_memory_fallback_enabled=True,
-        key_prefix="comfygate",
+        key_prefix=settings.redis_prefix.rstrip(":"),  # one namespace per deployment
     )
     # Registered before the limiter's own after_request, so it runs after it (Flask runs them
     # in reverse): the limiter would otherwise rewrite Retry-After with its own rounding.

@@ -106,7 +106,7 @@ class Collector:
                 return
             self.ledger.failed(job_id, self._failure(job_id, entry), self.holder)
         except ComfyGateError as exc:
-            self.outputs.delete_group(job.id)
+            self._discard(job.id)
             self.ledger.failed(
                 job_id,
                 {
@@ -122,7 +122,7 @@ class Collector:
         try:
             outputs = self._store_outputs(job, backend, entry)
         except OverLimit as over:
-            self.outputs.delete_group(job.id)  # nothing of it is kept, or cached
+            self._discard(job.id)  # nothing of it is kept, or cached
             self.ledger.failed(job.id, over.error, self.holder)
             return
         if job.cache_key is not None and self.cache is not None:
@@ -137,9 +137,17 @@ class Collector:
             # Ended meanwhile (cancelled, its deadline) or taken over: not ours to keep.
             latest = self.ledger.store.get(job.id)
             if latest is None or not latest.outputs:
-                self.outputs.delete_group(job.id)
+                self._discard(job.id)
             return
         self._observe_timings(done, executed_at)
+
+    def _discard(self, job_id: str) -> None:
+        """What was stored of a job that failed; a storage that is down keeps it (the
+        retention sweep deletes it later)."""
+        try:
+            self.outputs.delete_group(job_id)
+        except StorageFailed as exc:
+            log.warning("could not delete the partial outputs: %s", exc, extra={"job_id": job_id})
 
     def _failure(self, job_id: str, entry: HistoryEntry) -> dict[str, Any]:
         if entry.interrupted:
