@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from comfygate import __version__
 from comfygate.backends.pool import Health
+from comfygate.errors import StorageFailed
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -71,7 +72,11 @@ class _PoolCollector(Collector):
         queued = GaugeMetricFamily(
             "comfygate_jobs_waiting", "jobs waiting in the gateway for a backend"
         )
-        queued.add_metric([], self._queued())
+        try:
+            queued.add_metric([], self._queued())
+        except StorageFailed:  # the job store does not answer: no figure rather than a wrong one
+            yield from (up, state, in_flight, queue, latency)
+            return
         yield from (up, state, in_flight, queue, latency, queued)
 
 

@@ -160,8 +160,15 @@ class JobEngine:
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Take back this holder's own jobs (a restart), then run."""
-        taken = self.dispatcher.take_over(own=True)
+        """Take back this holder's own jobs (a restart), then run. A store that does not
+        answer yet (Redis starting after the gateway) is waited for: the requests that need
+        it answer 503 meanwhile, and this holder's jobs are taken over once their leases
+        run out, like anyone's."""
+        try:
+            taken = self.dispatcher.take_over(own=True)
+        except StorageFailed as exc:
+            log.warning("%s; starting without it", exc.message)
+            taken = []
         if taken:
             log.info("recovered %d unfinished jobs", len(taken))
         for job_id in taken:
