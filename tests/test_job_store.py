@@ -3,8 +3,10 @@ return, keep their order, and a bad row fails alone."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,35 @@ def test_the_store_keeps_a_jobs_status_and_record(tmp_path: Path) -> None:
     assert read.params == {"color": 1}
     assert [j.id for j in again.unfinished()] == [made.id]
     again.close()
+
+
+def test_a_file_of_the_version_before_leases_is_taken_over(tmp_path: Path) -> None:
+    """A job an older gateway had sent to ComfyUI (then: "queued" with a prompt id, no lease
+    columns) is a submitted job with an expired lease after the upgrade: the first takeover
+    follows it on ComfyUI instead of leaving it to its deadline."""
+    path = tmp_path / "jobs.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
+        "status TEXT NOT NULL, finished_at REAL, data TEXT NOT NULL);"
+    )
+    sent = job(1)
+    sent.prompt_id, sent.backend, sent.attempts = "p-1", "backend-1", 1
+    waiting = job(2)
+    for made in (sent, waiting):
+        old.execute(
+            "INSERT INTO jobs (id, status, finished_at, data) VALUES (?, 'queued', NULL, ?)",
+            (made.id, json.dumps(made.to_record())),
+        )
+    old.commit()
+    old.close()
+    store = SQLiteJobStore(path)
+    upgraded = store.get(sent.id)
+    assert upgraded is not None
+    assert upgraded.status is JobStatus.SUBMITTED
+    [taken] = store.take_over("new-holder", time.time() + 15, time.time())
+    assert (taken.id, taken.holder, taken.prompt_id) == (sent.id, "new-holder", "p-1")
+    claimed = store.claim("new-holder", time.time() + 15, time.time())
+    assert claimed is not None
+    assert claimed.id == waiting.id  # the one never sent is simply queued
+    store.close()

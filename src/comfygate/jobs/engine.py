@@ -14,7 +14,6 @@ submissions and the downloads each have an executor of their own.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -153,7 +152,8 @@ class JobEngine:
         self.webhooks = (
             WebhookOutbox(webhooks, store, self._record_webhook) if webhooks is not None else None
         )
-        self.ledger.set_delivery(self._delivery)
+        if self.webhooks is not None:
+            self.ledger.set_delivery(self.webhooks.delivery_for)
         self.ledger.on_end(self._ended)
         pool.set_handlers(self.watcher.on_event, self._on_connection, self._wake.set, self._down)
 
@@ -377,15 +377,6 @@ class JobEngine:
 
     # --- the end of a job (in the process that wrote it) ------------------------------------
 
-    def _delivery(self, job: Job) -> Delivery | None:
-        """The webhook delivery of a job that just ended (its state shown on the job)."""
-        if not job.webhook_url or self.webhooks is None:
-            return None
-        delivery = self.webhooks.new(job.id, job.webhook_url, "")
-        job.webhook = delivery.public()
-        delivery.body = json.dumps(job.public(), separators=(",", ":"))
-        return delivery
-
     def _record_webhook(self, delivery: Delivery) -> None:
         self.ledger.webhook_state(delivery.job_id, delivery)
 
@@ -403,15 +394,6 @@ class JobEngine:
         )
         if job.webhook_url and self.webhooks is not None:
             self.webhooks.wake()
-        if before.on_backend and job.backend in self.local_folders:
-            self._later(self._remove_backend_files, job)
-
-    def _remove_backend_files(self, job: Job) -> None:
-        """Delete an ended job's files on a ComfyUI on this host: its output folder (the
-        outputs are in storage by now) and the input images no unfinished job also uses (a
-        job that needs an image is in the store before it uploads it)."""
-        folders = self.local_folders[job.backend or ""]
-        folders.remove_job_outputs(job.id)
-        if job.inputs:
-            needed = {name for j in self.store.unfinished() for name in j.inputs}
-            folders.remove_inputs(n for n in job.inputs if n not in needed)
+        folders = self.local_folders.get(job.backend or "")
+        if before.on_backend and folders is not None:
+            self._later(retention.remove_backend_files, self.store, folders, job)

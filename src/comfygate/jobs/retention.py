@@ -8,7 +8,7 @@ import logging
 from collections.abc import Mapping
 
 from comfygate.comfy.folders import LocalFolders
-from comfygate.jobs.model import now
+from comfygate.jobs.model import Job, now
 from comfygate.jobs.store import JobStore
 from comfygate.storage.base import OutputStorage
 
@@ -35,3 +35,13 @@ def sweep(
     if count:
         log.info("retention sweep deleted %d jobs", count)
     return count
+
+
+def remove_backend_files(store: JobStore, folders: LocalFolders, job: Job) -> None:
+    """Delete an ended job's files on a ComfyUI on this host: its output folder (the outputs
+    are in storage by now) and the input images no unfinished job also uses (a job that
+    needs an image is in the store before it uploads it)."""
+    folders.remove_job_outputs(job.id)
+    if job.inputs:
+        needed = {name for j in store.unfinished() for name in j.inputs}
+        folders.remove_inputs(n for n in job.inputs if n not in needed)

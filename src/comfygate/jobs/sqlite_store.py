@@ -15,54 +15,9 @@ from typing import Any
 
 from comfygate.jobs.model import Delivery, Job, JobStatus, Output
 from comfygate.jobs.sqlite import Database, GroupInsert
+from comfygate.jobs.sqlite_schema import SCHEMA, migrate
 from comfygate.jobs.store import CacheEntry, decode_cursor, encode_cursor
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    status TEXT NOT NULL,
-    finished_at REAL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
-CREATE TABLE IF NOT EXISTS batches (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS idempotency_keys (
-    key TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    job_id TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS in_flight (
-    key TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS webhook_deliveries (
-    id TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    next_attempt_at REAL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS deliveries_due ON webhook_deliveries (state, next_attempt_at);
-CREATE TABLE IF NOT EXISTS cache_entries (
-    key TEXT PRIMARY KEY,
-    outputs TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    last_used REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cache_lru ON cache_entries (last_used);
-"""
-# Added to ``jobs`` after 0.x: a file made by an older version gets them at open.
-_LEASE_COLUMNS = {
-    "version": "INTEGER NOT NULL DEFAULT 1",
-    "holder": "TEXT",
-    "lease_until": "REAL",
-}
 _UNFINISHED = (JobStatus.QUEUED.value, JobStatus.SUBMITTED.value, JobStatus.RUNNING.value)
 _COLUMNS = "data, version, holder"
 
@@ -75,23 +30,9 @@ class SQLiteJobStore:
     """Jobs, leases, batches, keys, the cache index and the outbox in ``DATA_DIR/jobs.sqlite3``."""
 
     def __init__(self, path: Path) -> None:
-        self._db = Database(path, _SCHEMA)
+        self._db = Database(path, SCHEMA)
         with self._db.writing() as conn:
-            have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
-            for name, decl in _LEASE_COLUMNS.items():
-                if name not in have:
-                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
-            # A job an older version had sent to ComfyUI was "queued" with a prompt id.
-            conn.execute(
-                "UPDATE jobs SET status = 'submitted' WHERE status = 'queued' "
-                "AND json_extract(data, '$.prompt_id') IS NOT NULL"
-            )
-            # ...and held by nobody: an expired lease, so the first takeover follows it.
-            conn.execute(
-                "UPDATE jobs SET holder = 'before-leases', lease_until = 0 "
-                "WHERE status IN ('submitted', 'running') AND holder IS NULL"
-            )
-            conn.execute("CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until)")
+            migrate(conn)
         self._inserts = GroupInsert(
             self._db, "jobs", ("id", "status", "finished_at", "version", "data")
         )

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -45,7 +46,7 @@ from standardwebhooks import Webhook
 from comfygate import egress
 from comfygate.egress import EgressPolicy, Resolver
 from comfygate.errors import ValidationFailed
-from comfygate.jobs.model import Delivery
+from comfygate.jobs.model import Delivery, Job
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,16 @@ class WebhookOutbox:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def delivery_for(self, job: Job) -> Delivery | None:
+        """The delivery of a job that just ended, if it has a webhook (the ledger writes it
+        with the end state; the job shows its state)."""
+        if not job.webhook_url:
+            return None
+        delivery = self.new(job.id, job.webhook_url, "")
+        job.webhook = delivery.public()
+        delivery.body = json.dumps(job.public(), separators=(",", ":"))
+        return delivery
 
     def _loop(self) -> None:
         while not self._stop.is_set():
