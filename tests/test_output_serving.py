@@ -27,7 +27,7 @@ from comfygate.storage.local import LocalStorage
 from comfygate.storage.resolve import open_storage
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp, body
-from tests.helpers import parse_sse
+from tests.helpers import parse_sse, wait_for
 from tests.processes import S3Server
 from tests.test_jobs_api import finished, submit
 
@@ -195,6 +195,19 @@ def test_an_s3_down_while_collecting_fails_that_job_after_retries_not_the_gatewa
         assert client.get(again["outputs"][0]["url"]).status_code == 200
     finally:
         own.stop()
+
+
+def test_retention_deletes_a_jobs_objects_in_s3(
+    fake: FakeComfyUI, make_app: MakeApp, s3_env: S3Server
+) -> None:
+    app = make_s3_app(make_app, fake, s3_env, job_retention_s=0.05)
+    job, _ = solid_job(app)
+    gateway = app.extensions["comfygate"]
+    name = job["outputs"][0]["filename"]
+    assert gateway.storage.stat(job["id"], name) is not None  # in the bucket
+    assert wait_for(lambda: gateway.jobs.sweep() >= 1)
+    assert gateway.storage.stat(job["id"], name) is None  # the object is gone too
+    assert app.test_client().get(job["outputs"][0]["url"]).status_code == 404
 
 
 def test_storage_settings_are_checked_at_start(tmp_path: Path) -> None:
