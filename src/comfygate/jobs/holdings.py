@@ -29,6 +29,7 @@ class Held:
     progress_written: float = 0.0
     checked: float = field(default=0.0)  # last reconciliation (monotonic)
     finalizing: bool = False
+    running: bool = False  # seen running: later "executing" events need no store read
 
 
 class Holdings:

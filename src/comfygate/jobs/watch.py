@@ -71,7 +71,9 @@ class Watcher:
             return
         match event:
             case ExecutionStart() | Executing(node=str()):
-                self.ledger.running(held.job_id, self.holder)
+                if not held.running:  # once: every node's "executing" says it again
+                    held.running = True
+                    self.ledger.running(held.job_id, self.holder)
             case Progress():
                 self._progress(held, {"value": event.value, "max": event.max, "node": event.node})
             case ExecutionError():
