@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,26 @@ class GatewayProcess:
         self._log.close()
 
 
-class RedisServer:
+class _ChildServer:
+    """A server in a child process (``proc``), its log in ``workdir``: stopped with SIGKILL,
+    as a crash would stop it."""
+
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def _wait_up(self, answers: Callable[[], bool], timeout_s: float, name: str, log: str) -> None:
+        if not wait_for(answers, timeout_s):
+            self.stop()
+            pytest.fail(f"{name} did not answer: {(self.workdir / log).read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+class RedisServer(_ChildServer):
     """A real ``redis-server`` on a free loopback port, its files in ``workdir``. ``stop()``
     (SIGKILL) then ``start()`` again is a Redis that went away and came back on the same
     port: empty, or, with ``appendonly``, with every write it acknowledged (AOF, fsync on
@@ -134,19 +154,11 @@ class RedisServer:
             except redis.RedisError:
                 return False
 
-        if not wait_for(answers, 10):
-            self.stop()
-            pytest.fail(f"redis-server did not answer: {(self.workdir / 'redis.log').read_text()}")
+        self._wait_up(answers, 10, "redis-server", "redis.log")
         return self
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
 
-
-class S3Server:
+class S3Server(_ChildServer):
     """s3rver, a real S3 API (signatures, presigned urls and their expiry checked), on a free
     loopback port, its objects in ``workdir``; the bucket ``bucket`` exists from the start.
     Its credentials are s3rver's own, S3RVER / S3RVER. ``stop()`` then ``start()`` is an S3
@@ -209,13 +221,5 @@ class S3Server:
             except requests.RequestException:
                 return False
 
-        if not wait_for(answers, 20):
-            self.stop()
-            pytest.fail(f"s3rver did not answer: {(self.workdir / 's3rver.log').read_text()}")
+        self._wait_up(answers, 20, "s3rver", "s3rver.log")
         return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +25,6 @@ from typing import Any
 from comfygate.backends.pool import Backend, BackendPool
 from comfygate.comfy.folders import LocalFolders
 from comfygate.errors import Conflict, GatewayStopping, StorageFailed
-from comfygate.inputs.images import CheckedImage
 from comfygate.jobs import batches, retention
 from comfygate.jobs.admission import Admission, AdmissionOptions
 from comfygate.jobs.bus import CLOSING, Empty, EventBus
@@ -155,6 +154,10 @@ class JobEngine:
         if self.webhooks is not None:
             self.ledger.set_delivery(self.webhooks.delivery_for)
         self.ledger.on_end(self._ended)
+        self.ledger.on_queued(self._wake.set)  # a job to claim: the loop claims it now
+        # What api/ calls to make jobs (admission.py); batches below.
+        self.create = self.admission.create
+        self.create_raw = self.admission.create_raw
         pool.set_handlers(self.watcher.on_event, self._on_connection, self._wake.set, self._down)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -242,31 +245,6 @@ class JobEngine:
 
     # --- the operations api/ uses -----------------------------------------------------------
 
-    def create(
-        self,
-        template_name: str,
-        raw_params: dict[str, Any],
-        *,
-        webhook_url: str | None = None,
-        idempotency_key: str | None = None,
-        fingerprint: str = "",
-        cache: bool = True,
-        owner: str | None = None,
-        images: Mapping[str, CheckedImage] | None = None,
-    ) -> Job:
-        job = self.admission.create(
-            template_name,
-            raw_params,
-            webhook_url=webhook_url,
-            idempotency_key=idempotency_key,
-            fingerprint=fingerprint,
-            cache=cache,
-            owner=owner,
-            images=images,
-        )
-        self._wake.set()
-        return job
-
     def create_batch(
         self,
         template_name: str,
@@ -275,21 +253,7 @@ class JobEngine:
         cache: bool = True,
         owner: str | None = None,
     ) -> tuple[str, list[Job]]:
-        made = batches.create_batch(self.admission, template_name, items, cache=cache, owner=owner)
-        self._wake.set()
-        return made
-
-    def create_raw(
-        self,
-        workflow: dict[str, dict[str, Any]],
-        allowed: frozenset[str],
-        *,
-        owner: str | None = None,
-        images: Sequence[CheckedImage] = (),
-    ) -> Job:
-        job = self.admission.create_raw(workflow, allowed, owner=owner, images=images)
-        self._wake.set()
-        return job
+        return batches.create_batch(self.admission, template_name, items, cache=cache, owner=owner)
 
     def get(self, job_id: str, owner: str | None = None) -> Job:
         return self.admission.get(job_id, owner)

@@ -63,10 +63,15 @@ class Ledger:
         self.bus = bus
         self._delivery_for: DeliveryFor = lambda job: None
         self._on_end: list[EndListener] = []
+        self._on_queued: list[Callable[[], None]] = []
 
     def set_delivery(self, factory: DeliveryFor) -> None:
         """What a job that ends sends (its webhook), written in the same step as the end."""
         self._delivery_for = factory
+
+    def on_queued(self, listener: Callable[[], None]) -> None:
+        """Called after a job is written queued (new, or back in the queue)."""
+        self._on_queued.append(listener)
 
     def on_end(self, listener: EndListener) -> None:
         """Called once per job, after its terminal state is written, in the writing process."""
@@ -84,7 +89,12 @@ class Ledger:
             self._after(queued, job, "status")
         else:
             self.bus.publish(job.id, "status", payload(job))
+            self._queued()
         return job
+
+    def _queued(self) -> None:
+        for wake in self._on_queued:
+            wake()
 
     # --- the one way to change a job -------------------------------------------------------
 
@@ -180,7 +190,10 @@ class Ledger:
             j.holder = None
             return True
 
-        return self.change(job_id, Q, back, holder=holder)
+        job = self.change(job_id, Q, back, holder=holder)
+        if job is not None:
+            self._queued()
+        return job
 
     def release(self, job_id: str, holder: str) -> Job | None:
         """Give back a claimed job that was not submitted (no backend had room for it)."""
