@@ -344,7 +344,7 @@ class JobEngine:
     def _record_webhook(self, delivery: Delivery) -> None:
         self.ledger.webhook_state(delivery.job_id, delivery)
 
-    def _ended(self, before: Job, job: Job) -> None:
+    def _ended(self, before: JobStatus, job: Job) -> None:
         self.dispatcher.ended(job.id)
         key = self.admission.in_flight_key(job)
         if key is not None:
@@ -359,5 +359,5 @@ class JobEngine:
         if job.webhook_url and self.webhooks is not None:
             self.webhooks.wake()
         folders = self.local_folders.get(job.backend or "")
-        if before.on_backend and folders is not None:
+        if before in (JobStatus.SUBMITTED, JobStatus.RUNNING) and folders is not None:
             self._later(retention.remove_backend_files, self.store, folders, job)

@@ -45,7 +45,7 @@ MAX_RETRIES = 50  # CAS retries when others write the job meanwhile (progress, r
 
 Change = Callable[[Job], bool | None]  # mutate the job; False: do not write after all
 DeliveryFor = Callable[[Job], Delivery | None]
-EndListener = Callable[[Job, Job], None]  # (the job before, the ended job)
+EndListener = Callable[[JobStatus, Job], None]  # (the status it ended from, the ended job)
 
 
 VERSION = "_version"  # in a status event: the version written (api/ strips it)
@@ -85,8 +85,7 @@ class Ledger:
             delivery = self._delivery_for(job)
             if delivery is not None:
                 self.store.swap(job, job.version, delivery)
-            queued = Job.from_record({**job.to_record(), "status": Q.value}, job.version)
-            self._after(queued, job, "status")
+            self._after(Q, job, "status")
         else:
             self.bus.publish(job.id, "status", payload(job))
             self._queued()
@@ -120,13 +119,13 @@ class Ledger:
                 return None
             if holder is not None and job.holder != holder:
                 return None  # taken over by another holder, or ended elsewhere
-            before = Job.from_record(job.to_record(), job.version, job.holder)
+            before = job.status
             expected = job.version
             if change is not None and change(job) is False:
                 return None
             job.status = to
             delivery = None
-            if to.terminal and not before.status.terminal:
+            if to.terminal and not before.terminal:
                 job.finished_at = now()
                 job.holder = None  # the lease ends with the job
                 delivery = self._delivery_for(job)
@@ -138,10 +137,10 @@ class Ledger:
         log.error("job %s: gave up writing %s after %d tries", job_id, to, MAX_RETRIES)
         return None
 
-    def _after(self, before: Job, job: Job, publish: str | None) -> None:
+    def _after(self, before: JobStatus, job: Job, publish: str | None) -> None:
         if publish is not None:
             self.bus.publish(job.id, publish, payload(job))
-        if job.status.terminal and not before.status.terminal:
+        if job.status.terminal and not before.terminal:
             self.bus.publish(job.id, "done", payload(job))
             for listener in self._on_end:
                 try:

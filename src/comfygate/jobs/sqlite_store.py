@@ -60,29 +60,28 @@ class SQLiteJobStore:
         return _job(row) if row else None
 
     def swap(self, job: Job, expected: int, delivery: Delivery | None = None) -> bool:
+        values = (
+            job.status.value,
+            job.finished_at,
+            json.dumps(job.to_record()),
+            job.holder,
+            job.holder,
+            job.id,
+            expected,
+        )
         with self._db.writing() as conn:
-            conn.execute("BEGIN")
-            try:
-                changed = conn.execute(
-                    "UPDATE jobs SET status = ?, finished_at = ?, data = ?, holder = ?, "
-                    "lease_until = CASE WHEN ? IS NULL THEN NULL ELSE lease_until END, "
-                    "version = version + 1 WHERE id = ? AND version = ?",
-                    (
-                        job.status.value,
-                        job.finished_at,
-                        json.dumps(job.to_record()),
-                        job.holder,
-                        job.holder,
-                        job.id,
-                        expected,
-                    ),
-                ).rowcount
-                if changed and delivery is not None:
-                    conn.execute(_SAVE_DELIVERY, _delivery_row(delivery))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            if delivery is None:  # one statement: atomic by itself
+                changed = conn.execute(_SWAP, values).rowcount
+            else:
+                conn.execute("BEGIN")
+                try:
+                    changed = conn.execute(_SWAP, values).rowcount
+                    if changed:
+                        conn.execute(_SAVE_DELIVERY, _delivery_row(delivery))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
         if changed:
             job.version = expected + 1
         return bool(changed)
@@ -334,6 +333,11 @@ class SQLiteJobStore:
         return Delivery.from_record(json.loads(row[0])) if row else None
 
 
+_SWAP = (
+    "UPDATE jobs SET status = ?, finished_at = ?, data = ?, holder = ?, "
+    "lease_until = CASE WHEN ? IS NULL THEN NULL ELSE lease_until END, "
+    "version = version + 1 WHERE id = ? AND version = ?"
+)
 _SAVE_DELIVERY = (
     "INSERT OR REPLACE INTO webhook_deliveries (id, job_id, state, next_attempt_at, data) "
     "VALUES (?, ?, ?, ?, ?)"
