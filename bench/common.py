@@ -458,7 +458,9 @@ class Gateway(_Managed):
         waitress: Mapping[str, object] | None = None,
         data_dir: Path | None = None,
         server: str = "waitress",
+        executable: str | None = None,
     ) -> None:
+        """``executable``: another checkout's ``comfygate`` (a baseline to compare with)."""
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="gw-data-", dir=work_dir))
@@ -477,7 +479,7 @@ class Gateway(_Managed):
             extra = [f"--waitress={k}={v}" for k, v in waitress.items()]
             self.cmd = [PYTHON, "-m", "bench.serve", *args, *extra]
         else:
-            self.cmd = [COMFYGATE, "serve", *args]
+            self.cmd = [executable or COMFYGATE, "serve", *args]
         self.env = clean_env(
             {
                 **extra_env,

@@ -8,7 +8,9 @@ alike. The difference to the direct client is taken per round, then its median a
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,12 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--n-sd", type=int, default=5, help="rounds of the SD 1.5 workload")
     p.add_argument("--steps", type=int, default=2, help="SD 1.5 sampling steps")
     p.add_argument("--budget", type=float, default=420.0, help="seconds per workload at most")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of ComfyGate (with its own .venv, e.g. a git worktree of an "
+        "older commit) measured in the same interleaved rounds: before/after in one run",
+    )
     args = p.parse_args(argv)
     real = not (args.quick or args.no_real)
     n_solid = 3 if args.quick else args.n
@@ -123,6 +131,7 @@ def main(argv: list[str] | None = None) -> Path:
     results: dict[str, Any] = {}
     want_peer = not (args.no_peer or not real)
     with (
+        contextlib.ExitStack() as stack,
         work_dir("overhead") as wd,
         comfy_backend(real, args.comfyui_url, wd) as comfy_url,
         Gateway([comfy_url], wd) as gateway,
@@ -136,6 +145,14 @@ def main(argv: list[str] | None = None) -> Path:
         gateway.start()
         session = requests.Session()
         runners: dict[str, Runner] = {DIRECT: _direct(direct), OURS: _ours(session, gateway.url)}
+        if args.baseline is not None:
+            base = stack.enter_context(
+                Gateway(
+                    [comfy_url], wd, executable=str(args.baseline / ".venv" / "bin" / "comfygate")
+                )
+            )
+            base.start()
+            runners[f"{OURS}, baseline {_describe(args.baseline)}"] = _ours(session, base.url)
         if peer is not None:
             runners[PEER] = _peer(peer)
             report.extra_versions.update(peer_versions())
@@ -167,6 +184,17 @@ def main(argv: list[str] | None = None) -> Path:
     report.data = results
     _plot(report, results)
     return report.write()
+
+
+def _describe(checkout: Path) -> str:
+    """The commit a baseline checkout is at."""
+    found = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return found.stdout.strip() or checkout.name
 
 
 def _rows(
