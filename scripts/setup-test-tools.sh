@@ -3,7 +3,8 @@
 # browser tests drive with Playwright; Playwright's own browser download does not work on
 # these machines), redis-server (the tests start their own, on a free port, for the Redis
 # rate-limit storage), nginx and openssl (tests/test_deploy.py runs deploy/nginx.conf with a
-# throwaway certificate, on loopback ports), npm (for s3rver, below). Then the npm package
+# throwaway certificate, on loopback ports), npm (for s3rver, below), systemd (for
+# systemd-analyze verify of deploy/*.service; no systemd needs to run). Then the npm package
 # @20minutes/s3rver 5.0.0, a real S3 API, into build/test-tools/ (tests/processes.py S3Server
 # starts it on a free port). The fork, not s3rver 3.7.1: 3.7.1 checks no SigV4 signature
 # (its authentication.js: "Signature version 4 calculation is unimplemented"), the fork
@@ -37,12 +38,13 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ "${#missing[@]}" -eq 0 ]; then
   install_s3rver
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-  log "no apt-get here: install ${missing[*]} (the browser tests need /usr/bin/chromium, the Redis tests redis-server, the deploy test nginx and openssl, the S3 tests npm)"
+  log "no apt-get here: install ${missing[*]} (the browser tests need /usr/bin/chromium, the Redis tests redis-server, the deploy test nginx, openssl and systemd-analyze, the S3 tests npm)"
   exit 1
 fi
 if [ "$(id -u)" -eq 0 ]; then

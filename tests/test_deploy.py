@@ -2,7 +2,9 @@
 loopback ports) in front of a real `comfygate serve`, and the files that cannot run here
 (Dockerfile, compose.yaml, the systemd units: no image can be pulled, no systemd runs)
 checked statically: every copied path exists, every command is a real entry point that
-accepts its arguments, every variable is a setting, the ports are the defaults."""
+accepts its arguments, every variable is a setting, the ports are the defaults, and
+`systemd-analyze verify` finds nothing in the units. The replicas' Procfile runs for real
+in tests/test_deploy_replicas.py."""
 
 from __future__ import annotations
 
@@ -302,6 +304,88 @@ def test_the_systemd_unit_runs_a_real_command_on_the_documented_settings() -> No
     comfyui = (DEPLOY / "comfyui.service").read_text()
     assert "--listen 127.0.0.1 --port 8188" in comfyui  # what comfygate.toml's backend names
     assert "http://127.0.0.1:8188" in (DEPLOY / "comfygate.toml").read_text()
+
+
+def env_settings(*files: Path) -> dict[str, str]:
+    """The ``COMFYGATE_*`` lines of env files, later files winning (as systemd reads them)."""
+    env: dict[str, str] = {}
+    for path in files:
+        env |= dict(re.findall(r"^(COMFYGATE_\w+)=(\S+)$", path.read_text(), re.MULTILINE))
+    return env
+
+
+def test_the_replica_unit_runs_a_real_command_per_port() -> None:
+    unit = (DEPLOY / "comfygate-replica@.service").read_text()
+    (exec_start,) = re.findall(r"^ExecStart=(.+)$", unit, re.MULTILINE)
+    argv = exec_start.replace("%i", "8291").split()
+    assert argv[0] == "/opt/comfygate/bin/comfygate"
+    argv = [
+        "comfygate",
+        *[str(DEPLOY / "comfygate.toml") if a.endswith(".toml") else a for a in argv[1:]],
+    ]
+    # The files it names, in its order: the secrets, the shared replica settings.
+    files = re.findall(r"^EnvironmentFile=-?(.+)$", unit, re.MULTILINE)
+    assert files == [
+        "/etc/comfygate/comfygate.env",
+        "/etc/comfygate/replica.env",
+        "/etc/comfygate/replica-%i.env",
+    ]
+    env = env_settings(DEPLOY / "comfygate.env", DEPLOY / "comfygate-replica.env")
+    assert unknown_variables(env) == []
+    listing = invoke(argv, env)
+    assert setting(listing, "PORT") == "8291"
+    data_dir = setting(listing, "DATA_DIR")
+    assert data_dir == "/var/lib/comfygate/replica-8291"
+    # Its own DATA_DIR is the state directory systemd makes and lets it write.
+    assert "StateDirectory=comfygate/replica-%i" in unit
+    assert "ReadWritePaths=/var/lib/comfygate/replica-%i" in unit
+    assert setting(listing, "STORAGE") == "s3"
+    assert setting(listing, "TRUSTED_PROXIES") == "1"
+    assert setting(listing, "WEBHOOK_SECRET") == "***"
+    assert re.search(r"^Restart=always$", unit, re.MULTILINE)
+
+
+def test_the_replicas_demo_env_names_only_settings() -> None:
+    replicas = DEPLOY / "replicas"
+    env = env_settings(replicas / "replicas.env")
+    assert unknown_variables(env) == []
+    assert env["COMFYGATE_STORAGE"] == "s3"
+    assert env["COMFYGATE_TRUSTED_PROXIES"] == "1"  # nginx is the one proxy in front
+    conf = (replicas / "nginx.conf").read_text()
+    assert "server 127.0.0.1:@REPLICA_A_PORT@" in conf
+    assert "server 127.0.0.1:@REPLICA_B_PORT@" in conf
+    assert re.search(r"^\s*proxy_buffering off;", conf, re.MULTILINE)
+
+
+def test_the_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    """systemd's own check of each unit (unknown keys, bad values, a template's instance),
+    with the programs they start replaced by ones that exist here."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.fail(
+            "systemd-analyze is not installed: run `bash scripts/setup-test-tools.sh` "
+            "(make test does), or install Debian's systemd"
+        )
+    programs = {
+        "/opt/comfygate/bin/comfygate": shutil.which("comfygate") or "/bin/sh",
+        "/opt/ComfyUI/venv/bin/python": "/bin/sh",
+    }
+    for name, instance in (
+        ("comfygate.service", "comfygate.service"),
+        ("comfyui.service", "comfyui.service"),
+        ("comfygate-replica@.service", "comfygate-replica@8291.service"),
+    ):
+        text = (DEPLOY / name).read_text()
+        for old, new in programs.items():
+            text = text.replace(old, new)
+        (tmp_path / name).write_text(text)
+        checked = subprocess.run(
+            [analyze, "verify", "--man=no", str(tmp_path / instance)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert (checked.returncode, checked.stdout + checked.stderr) == (0, ""), name
 
 
 def test_the_license_is_the_one_pyproject_names() -> None:
