@@ -22,6 +22,7 @@ BENCHMARKS = [
     "scaling",
     "growth",
     "backend_growth",
+    "replicas",
 ]
 REAL_PARTS = {"overhead", "completion", "repetition"}  # have --no-real / --no-peer
 
