@@ -368,6 +368,7 @@ def _report(
     headers = ["replicas", f"jobs/s ({gen_clients} clients)", "p50 / p99 ms", "errors"]
     for level in levels:
         headers += [f"{JOB} req/s, {level} clients", f"cache hit req/s, {level} clients"]
+    headers.append("cheap-route errors")
     rows = []
     for n in counts:
         gen = _of(points, n, GENERATE)
@@ -381,6 +382,10 @@ def _report(
         for level in levels:
             for route in (JOB, HIT):
                 row.append(_spread([p.ok_per_s for p in _of(points, n, route, level)], 0))
+        cheap = [p for p in points if p.replicas == n and p.route in (JOB, HIT)]
+        row.append(
+            f"{sum(p.errors + p.non_2xx for p in cheap):,} of {sum(p.requests for p in cheap):,}"
+        )
         rows.append(row)
     report.table(
         "Throughput with 1, 2 and 3 replicas (best of the rounds, and the range)",
@@ -394,7 +399,8 @@ def _report(
         f"replica; storage {storage}. Load generator: {tool}, clients spread round-robin over "
         "the replicas (client i on replica i mod n; no load balancer), keep-alive; a count of "
         "clients not divisible by the replicas is rounded down (wrk: the same connections per "
-        "thread). Errors are socket errors, timeouts and non-2xx answers; every generation "
+        "thread). Errors are socket errors, timeouts and non-2xx answers (all counted as "
+        "failures, none as throughput); every generation "
         "is a new job (a fresh colour), every cache hit the same determined request. "
         f"Rounds: {1 if args.quick else args.rounds}, the order of the counts rotating."
     )
