@@ -38,9 +38,9 @@ def py_spy() -> str | None:
 
 
 @contextlib.contextmanager
-def s3_server(wd: Path) -> Iterator[dict[str, str]]:
-    """s3rver on a loopback port (``bash scripts/setup-test-tools.sh`` installs it); the
-    replicas' environment for it."""
+def s3_server(wd: Path) -> Iterator[tuple[dict[str, str], int]]:
+    """s3rver on a loopback port (``bash scripts/setup-test-tools.sh`` installs it): the
+    replicas' environment for it, and its process id."""
     node = shutil.which("node")
     if node is None or not (S3RVER / "package.json").exists():
         raise SystemExit("s3rver is not installed: run bash scripts/setup-test-tools.sh")
@@ -66,7 +66,7 @@ def s3_server(wd: Path) -> Iterator[dict[str, str]]:
                     raise RuntimeError("s3rver did not answer") from None
                 time.sleep(0.1)
         missing = str(wd / "no-aws-config")
-        yield {
+        env = {
             "AWS_ACCESS_KEY_ID": "S3RVER",
             "AWS_SECRET_ACCESS_KEY": "S3RVER",
             "AWS_DEFAULT_REGION": "us-east-1",
@@ -77,6 +77,7 @@ def s3_server(wd: Path) -> Iterator[dict[str, str]]:
             "COMFYGATE_S3_BUCKET": "comfygate",
             "COMFYGATE_S3_ENDPOINT_URL": url,
         }
+        yield env, proc.pid
     finally:
         proc.kill()
         proc.wait(10)

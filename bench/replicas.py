@@ -99,6 +99,7 @@ class Cluster:
     s3_env: dict[str, str]
     threads: int
     replicas: list[Gateway]
+    s3_pid: int | None = None
 
     @property
     def urls(self) -> list[str]:
@@ -110,6 +111,8 @@ class Cluster:
         found["redis-server"] = cpu_seconds(self.redis.pid)
         assert self.fakes.proc is not None
         found["fake ComfyUIs"] = cpu_seconds(self.fakes.proc.pid)
+        if self.s3_pid is not None:
+            found["s3rver"] = cpu_seconds(self.s3_pid)
         found["load generator"] = children_cpu()
         found["machine (all processes)"], found["machine capacity"] = machine_busy()
         return found
@@ -316,9 +319,10 @@ def main(argv: list[str] | None = None) -> Path:
         redis_server = stack.enter_context(RedisServer(wd)).start()
         fakes = stack.enter_context(Fakes(wd, backends)).start()
         s3_env: dict[str, str] = {}
+        s3_pid: int | None = None
         if args.s3:
-            s3_env = stack.enter_context(profile.s3_server(wd))
-        cluster = Cluster(wd, redis_server, fakes, s3_env, args.threads, [])
+            s3_env, s3_pid = stack.enter_context(profile.s3_server(wd))
+        cluster = Cluster(wd, redis_server, fakes, s3_env, args.threads, [], s3_pid)
         for rnd in range(rounds):
             order = counts[rnd % len(counts) :] + counts[: rnd % len(counts)]
             for n in order:
@@ -423,6 +427,8 @@ def _report(
 def _cost_table(report: Report, costs: dict[int, list[dict[str, Any]]], counts: list[int]) -> None:
     """CPU per job of each part, from the best generation run of each count."""
     parts = ["replicas", "redis-server", "fake ComfyUIs", "load generator", "machine (all)"]
+    if any("s3rver" in c["cpu_s"] for runs in costs.values() for c in runs):
+        parts.insert(4, "s3rver")
     rows = []
     for n in counts:
         if not costs[n]:
@@ -436,6 +442,7 @@ def _cost_table(report: Report, costs: dict[int, list[dict[str, Any]]], counts: 
             "redis-server": cpu["redis-server"],
             "fake ComfyUIs": cpu["fake ComfyUIs"],
             "load generator": cpu["load generator"],
+            "s3rver": cpu.get("s3rver", 0.0),
             "machine (all)": cpu["machine (all processes)"],
         }
         cores = cpu["machine capacity"] / wall if wall else 0
