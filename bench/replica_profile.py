@@ -247,6 +247,11 @@ def report(rep: Report, found: dict[str, Any]) -> None:
             ["command / script", f"calls per {per}", f"µs per {per}", "% of Redis time"],
             rows,
         )
+        if data["slowlog_full"]:
+            rep.note(
+                f"SLOWLOG reached its {SLOWLOG_MAX:,}-entry cap: it kept the newest entries only, "
+                f"so the figures per {per} are too low; the shares of Redis time still hold."
+            )
         spy = data.get("py_spy") or {}
         if not spy:
             rep.note(f"py-spy during {phase}: no samples ({data.get('py_spy_error', '')}).")
