@@ -518,6 +518,45 @@ class Gateway(_Managed):
         return rss_kib(self.pid)
 
 
+class RedisServer(_Managed):
+    """A private ``redis-server`` on a free loopback port, no persistence, its files in
+    ``work_dir`` (Debian's package: ``bash scripts/setup-test-tools.sh`` installs it)."""
+
+    def __init__(self, work_dir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not installed (bash scripts/setup-test-tools.sh)")
+        self.port = free_port()
+        self.url = f"redis://{LOOPBACK}:{self.port}/0"
+        self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=work_dir))
+        self.cmd = [binary, "--port", str(self.port), "--bind", LOOPBACK, "--save", ""]
+        self.cmd += ["--appendonly", "no", "--dir", str(self.dir)]
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=30)
+
+    def start(self, timeout_s: float = 10.0) -> Self:
+        import redis
+
+        self._spawn(self.cmd, clean_env(), self.dir / "redis.log")
+        deadline = Deadline(timeout_s)
+        while True:
+            try:
+                self.client().ping()
+                return self
+            except redis.ConnectionError:
+                if deadline.passed:
+                    self.stop()
+                    raise RuntimeError(f"redis-server did not answer:\n{self.log_tail()}") from None
+                time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self._running().pid
+
+
 class Fakes(_Piped):
     """Fake ComfyUIs in a child process (``python -m bench.fakes``), so the fakes' work does
     not share a GIL with the load generator. Commands: ``hold``, ``release``, ``stats``."""

@@ -14,16 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
-from pathlib import Path
 
-import redis
-
+from bench.common import RedisServer, work_dir
 from comfygate.jobs.model import Job, JobStatus, Output
 from comfygate.jobs.redis_store import RedisJobStore
 from comfygate.templates.binding import bind, resolve_params
@@ -34,36 +27,6 @@ PROMPT = (
     "lantern room, dramatic clouds, volumetric light, highly detailed, 35mm photograph, "
     "golden hour, sharp focus"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], redis.Redis]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (bash scripts/setup-test-tools.sh)")
-    port = free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir"]
-    proc = subprocess.Popen(
-        [*args, str(workdir), "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port, socket_timeout=10)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            return proc, client
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
 
 
 def finished_job(n: int, template_graph: dict[str, object], params: dict[str, object]) -> Job:
@@ -93,24 +56,20 @@ def main() -> None:
         template, {"prompt": PROMPT}, model_choices={"checkpoints": ["sd15.safetensors"]}
     )
     graph = bind(template, values, "job-output")
-    with tempfile.TemporaryDirectory(prefix="redis-memory-") as tmp:
-        proc, client = start_redis(Path(tmp))
-        try:
-            store = RedisJobStore(client)
-            store.ping()
-            before = int(client.info("memory")["used_memory"])
-            record = 0
-            for n in range(args.jobs):
-                job = finished_job(n, graph, values)
-                store.insert(job)
-                job.status, job.finished_at = JobStatus.SUCCEEDED, job.created_at + 30
-                assert store.swap(job, job.version)
-                record = len(json.dumps(job.to_record(), separators=(",", ":")))
-            after = int(client.info("memory")["used_memory"])
-            store.close()
-        finally:
-            proc.kill()
-            proc.wait(10)
+    with work_dir("redis-memory") as wd, RedisServer(wd) as server:
+        client = server.start().client()
+        store = RedisJobStore(client)
+        store.ping()
+        before = int(client.info("memory")["used_memory"])
+        record = 0
+        for n in range(args.jobs):
+            job = finished_job(n, graph, values)
+            store.insert(job)
+            job.status, job.finished_at = JobStatus.SUCCEEDED, job.created_at + 30
+            assert store.swap(job, job.version)
+            record = len(json.dumps(job.to_record(), separators=(",", ":")))
+        after = int(client.info("memory")["used_memory"])
+        store.close()
     per_job = (after - before) / args.jobs
     print(f"jobs written: {args.jobs} finished txt2img jobs (record JSON {record} bytes each)")
     print(f"used_memory: {before} -> {after} bytes: {per_job:.0f} bytes a job")

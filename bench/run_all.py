@@ -35,6 +35,7 @@ BENCHMARKS: list[tuple[str, bool]] = [
     ("concurrency", False),
     ("scaling", False),
     ("growth", False),
+    ("replicas", False),  # 1, 2 and 3 replicas on one Redis
     ("backend_growth", False),  # starts its own ComfyUI: it empties and restarts it
 ]
 

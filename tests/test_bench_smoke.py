@@ -22,6 +22,7 @@ BENCHMARKS = [
     "scaling",
     "growth",
     "backend_growth",
+    "replicas",
 ]
 REAL_PARTS = {"overhead", "completion", "repetition"}  # have --no-real / --no-peer
 
@@ -111,3 +112,55 @@ def test_redis_memory_prints_its_figure_per_million_jobs() -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     figure = proc.stdout.split("per 10^6 jobs: ")[1].split(" GiB")[0]
     assert float(figure) > 0.1  # at least the records themselves (2 kB each)
+
+
+def _tools() -> list[str]:
+    from bench import loadgen
+
+    return ["python", "wrk"] if loadgen.have_wrk() else ["python"]
+
+
+@pytest.mark.parametrize("tool", _tools())
+def test_loadgen_spreads_clients_over_servers_with_fresh_bodies(tool: str) -> None:
+    """run_spread: every server gets clients, and each ``{n}`` is a number no other request of
+    the run had (the replicas benchmark's new jobs)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from bench import loadgen
+
+    seen: list[tuple[int, bytes]] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                seen.append((int(self.connection.getsockname()[1]), body))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        urls = [f"http://127.0.0.1:{s.server_address[1]}/x" for s in servers]
+        result = loadgen.run_spread(
+            urls, 4, 1.0, body=b'{"color": {n}}', force_python=tool == "python"
+        )
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    assert result.requests > 0
+    assert result.non_2xx == 0
+    assert {port for port, _ in seen} == {int(s.server_address[1]) for s in servers}
+    bodies = [json.loads(body)["color"] for _, body in seen]
+    assert len(set(bodies)) == len(bodies)
