@@ -5,6 +5,7 @@ store works again) and a Redis restart with AOF that keeps every job. On a real 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -238,3 +239,30 @@ def test_with_aof_a_redis_restart_keeps_every_job(
         assert [j.id for j in store.take_over("B", T0 + 30, T0 + 16)] == [ids[0]]
     finally:
         server.stop()
+
+
+def test_many_threads_at_once_wait_for_a_connection_instead_of_failing(
+    redis_server: RedisServer,
+) -> None:
+    """More request threads than the pool has connections (a gateway under load): each
+    waits for a free one; none is told that Redis is unavailable (redis-py's own pool
+    refused the 101st at once, which came out as 503s with Redis healthy)."""
+    store = RedisJobStore(redisconn.connect(redis_server.url, max_connections=8), "t:")
+    job = new_job()
+    store.insert(job)
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for _ in range(20):
+                assert store.get(job.id) is not None
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    store.close()

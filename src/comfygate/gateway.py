@@ -90,7 +90,12 @@ class Gateway:
                 )
             )
         # One Redis client (a connection pool) for the store and the bus, when REDIS_URL is set.
-        self.redis = redisconn.connect(settings.redis_url) if settings.redis_url else None
+        self.redis = (
+            # Every request thread may use Redis at once, and the engine's threads beside them.
+            redisconn.connect(settings.redis_url, max_connections=settings.threads + 64)
+            if settings.redis_url
+            else None
+        )
         self.store = open_store(settings, self.data_dir, self.redis)
         # Outputs (and cached results, under their key) and the jobs' input images: local
         # directories in DATA_DIR, or an S3 bucket the replicas share (STORAGE).

@@ -35,6 +35,12 @@ HEALTH_CHECK_INTERVAL_S = 10
 RETRIES = 3
 BACKOFF_BASE_S = 0.05
 BACKOFF_CAP_S = 1.0
+# Connections one process may hold (every request thread may run a command at once, and the
+# engine's own threads beside them): redis-py's own pool refuses the 101st at once, which
+# looked like "Redis is unavailable" under load. Past the limit, a command waits this long
+# for a connection to come free.
+MAX_CONNECTIONS = 1100
+POOL_WAIT_S = 5.0
 # What a request is told to wait before it tries again while Redis is unreachable.
 RETRY_AFTER_S = 5
 
@@ -55,11 +61,15 @@ def connect(
     socket_timeout_s: float = SOCKET_TIMEOUT_S,
     health_check_interval_s: int = HEALTH_CHECK_INTERVAL_S,
     retries: int = RETRIES,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> redis.Redis:
     """A client (a connection pool) for ``url`` (redis://, rediss://, unix://). Nothing is
-    sent until it is used, so a Redis that is down now does not stop the caller."""
-    return redis.Redis.from_url(
+    sent until it is used, so a Redis that is down now does not stop the caller. The pool
+    blocks (up to ``POOL_WAIT_S``) rather than fail when all its connections are busy."""
+    pool = redis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=POOL_WAIT_S,
         socket_connect_timeout=connect_timeout_s,
         socket_timeout=socket_timeout_s,
         socket_keepalive=True,
@@ -67,6 +77,7 @@ def connect(
         retry=Retry(ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S), retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
+    return redis.Redis(connection_pool=pool)
 
 
 def describe(url: str) -> str:
