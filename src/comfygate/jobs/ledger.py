@@ -106,13 +106,15 @@ class Ledger:
         holder: str | None = None,
         publish: str | None = "status",
         update: bool = False,
+        current: Job | None = None,
     ) -> Job | None:
         """Move a job to ``to`` (applying ``change`` to it) if the table allows it from its
         current state (``update``: or if it is in ``to`` already) and, with ``holder``, only
         while that holder holds it. Returns the job as written, or None when the transition
-        does not apply (anymore)."""
+        does not apply (anymore). ``current``: the job as the caller just read it from the
+        store (saves a read; a stale copy only costs a retry)."""
         for _ in range(MAX_RETRIES):
-            job = self.store.get(job_id)
+            job, current = current or self.store.get(job_id), None
             if job is None:
                 return None
             if to not in TRANSITIONS[job.status] and not (update and to is job.status):
@@ -138,10 +140,11 @@ class Ledger:
         return None
 
     def _after(self, before: JobStatus, job: Job, publish: str | None) -> None:
+        data = payload(job)
         if publish is not None:
-            self.bus.publish(job.id, publish, payload(job))
+            self.bus.publish(job.id, publish, data)
         if job.status.terminal and not before.terminal:
-            self.bus.publish(job.id, "done", payload(job))
+            self.bus.publish(job.id, "done", data)
             for listener in self._on_end:
                 try:
                     listener(before, job)
@@ -160,7 +163,7 @@ class Ledger:
             j.attempts += 1
             return True
 
-        return self.change(job.id, S, assign, holder=holder, publish=None)
+        return self.change(job.id, S, assign, holder=holder, publish=None, current=job)
 
     def running(self, job_id: str, holder: str | None = None) -> Job | None:
         return self.change(job_id, R, lambda j: j.status is S, holder=holder)

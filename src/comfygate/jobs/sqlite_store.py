@@ -204,18 +204,16 @@ class SQLiteJobStore:
     # --- coalescing ------------------------------------------------------------------------
 
     def join_in_flight(self, key: str, job_id: str) -> str:
+        # One statement (the hot path of every cacheable job): bind, or keep the bound job
+        # unless it has ended.
         with self._db.writing() as conn:
-            conn.execute("BEGIN")
-            conn.execute(
-                "DELETE FROM in_flight WHERE key = ? AND job_id IN "
-                "(SELECT id FROM jobs WHERE status NOT IN (?, ?, ?))",
-                (key, *_UNFINISHED),
-            )
-            conn.execute(
-                "INSERT OR IGNORE INTO in_flight (key, job_id) VALUES (?, ?)", (key, job_id)
-            )
-            row = conn.execute("SELECT job_id FROM in_flight WHERE key = ?", (key,)).fetchone()
-            conn.execute("COMMIT")
+            row = conn.execute(
+                "INSERT INTO in_flight (key, job_id) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                "SET job_id = CASE WHEN (SELECT status FROM jobs WHERE id = in_flight.job_id) "
+                "NOT IN (?, ?, ?) THEN excluded.job_id ELSE in_flight.job_id END "
+                "RETURNING job_id",
+                (key, job_id, *_UNFINISHED),
+            ).fetchone()
         return str(row[0])
 
     def leave_in_flight(self, key: str, job_id: str) -> None:
