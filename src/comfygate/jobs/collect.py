@@ -132,7 +132,7 @@ class Collector:
                 self.cache.put(job.cache_key, outputs, job.id)
             except (OSError, StorageFailed) as exc:
                 log.warning("could not cache the result: %s", exc, extra={"job_id": job.id})
-        done = self.ledger.succeeded(job.id, outputs, self.holder)
+        done = self.ledger.succeeded(job.id, outputs, self.holder, current=job)
         if done is None:
             # Ended meanwhile (cancelled, its deadline) or taken over: not ours to keep.
             latest = self.ledger.store.get(job.id)
@@ -214,9 +214,14 @@ class Collector:
     def _save(self, job: Job, backend: Backend, ref: OutputRef, name: str) -> int:
         """Stream one output from /view into storage; a storage failure is tried again
         (the download with it), then fails the job's collection."""
+        try:  # the common case first, without building a retry loop
+            with backend.client.view(ref) as chunks:
+                return self.outputs.save(job.id, name, chunks)
+        except StorageFailed:
+            pass
         for attempt in Retrying(
             retry=retry_if_exception_type(StorageFailed),
-            stop=stop_after_attempt(STORAGE_ATTEMPTS),
+            stop=stop_after_attempt(STORAGE_ATTEMPTS - 1),
             wait=wait_exponential(multiplier=0.2, max=2.0),
             reraise=True,
         ):

@@ -206,11 +206,17 @@ class Ledger:
 
         return self.change(job_id, Q, free, holder=holder, publish=None, update=True)
 
-    def succeeded(self, job_id: str, outputs: list[Output], holder: str | None) -> Job | None:
+    def succeeded(
+        self,
+        job_id: str,
+        outputs: list[Output],
+        holder: str | None,
+        current: Job | None = None,
+    ) -> Job | None:
         def put(j: Job) -> None:
             j.outputs = outputs
 
-        return self.change(job_id, OK, put, holder=holder)
+        return self.change(job_id, OK, put, holder=holder, current=current)
 
     def failed(self, job_id: str, error: dict[str, Any], holder: str | None = None) -> Job | None:
         def put(j: Job) -> None:
