@@ -154,7 +154,7 @@ class JobEngine:
         if self.webhooks is not None:
             self.ledger.set_delivery(self.webhooks.delivery_for)
         self.ledger.on_end(self._ended)
-        self.ledger.on_queued(self._wake.set)  # a job to claim: the loop claims it now
+        self.ledger.on_queued(self._claim_now)
         # What api/ calls to make jobs (admission.py); batches below.
         self.create = self.admission.create
         self.create_raw = self.admission.create_raw
@@ -233,6 +233,18 @@ class JobEngine:
                     store_down = True
             except Exception:
                 log.exception("job engine iteration failed")
+
+    def _claim_now(self) -> None:
+        """A job was queued: claim and submit in this thread (the request's), not after a hop
+        to the loop thread; the claim is atomic in the store, so any thread may make it.
+        Whatever this does not place, the loop does."""
+        if self._stop.is_set():
+            return
+        try:
+            self.dispatcher.dispatch()
+        except Exception:
+            log.exception("claiming at once failed; the loop will")
+            self._wake.set()
 
     def _on_connection(self, backend: Backend, connected: bool) -> None:
         if connected:
