@@ -23,8 +23,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -329,20 +330,33 @@ def free_port() -> int:
         return port
 
 
+def wait_until(condition: Callable[[], bool], timeout_s: float, step_s: float = 0.05) -> bool:
+    """Poll ``condition`` until it holds or ``timeout_s`` passes (a child process that comes
+    up has no event to wait on); the last result."""
+    stop = threading.Event()
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        stop.wait(step_s)
+    return True
+
+
 def wait_http(url: str, timeout_s: float, ok: tuple[int, ...] = (200,)) -> None:
     """Until ``url`` answers one of ``ok``; TimeoutError after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while time.monotonic() < deadline:
+    last = [""]
+
+    def answers() -> bool:
         try:
             resp = requests.get(url, timeout=2)
-            if resp.status_code in ok:
-                return
-            last = f"HTTP {resp.status_code}"
         except requests.RequestException as exc:
-            last = type(exc).__name__
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s ({last})")
+            last[0] = type(exc).__name__
+            return False
+        last[0] = f"HTTP {resp.status_code}"
+        return resp.status_code in ok
+
+    if not wait_until(answers, timeout_s, 0.1):
+        raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s ({last[0]})")
 
 
 def rss_kib(pid: int) -> int:
@@ -541,16 +555,17 @@ class RedisServer(_Managed):
         import redis
 
         self._spawn(self.cmd, clean_env(), self.dir / "redis.log")
-        deadline = Deadline(timeout_s)
-        while True:
+
+        def answers() -> bool:
             try:
-                self.client().ping()
-                return self
+                return bool(self.client().ping())
             except redis.ConnectionError:
-                if deadline.passed:
-                    self.stop()
-                    raise RuntimeError(f"redis-server did not answer:\n{self.log_tail()}") from None
-                time.sleep(0.05)
+                return False
+
+        if not wait_until(answers, timeout_s):
+            self.stop()
+            raise RuntimeError(f"redis-server did not answer:\n{self.log_tail()}")
+        return self
 
     @property
     def pid(self) -> int:

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from bench import loadgen
-from bench.common import ROOT, Deadline, Report, fmt, free_port
+from bench.common import ROOT, Report, fmt, free_port, wait_until
 
 if TYPE_CHECKING:
     from bench.replicas import Cluster
@@ -56,15 +55,8 @@ def s3_server(wd: Path) -> Iterator[tuple[dict[str, str], int]]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = Deadline(20)
-        while True:
-            try:
-                requests.get(url, timeout=1)
-                break
-            except requests.RequestException:
-                if deadline.passed:
-                    raise RuntimeError("s3rver did not answer") from None
-                time.sleep(0.1)
+        if not wait_until(lambda: _answers(url), 20, 0.1):
+            raise RuntimeError("s3rver did not answer")
         missing = str(wd / "no-aws-config")
         env = {
             "AWS_ACCESS_KEY_ID": "S3RVER",
@@ -272,3 +264,11 @@ def report(rep: Report, found: dict[str, Any]) -> None:
             + ", ".join(f"{k} {fmt(v, 0)} %" for k, v in spy["package"])
             + "."
         )
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=1)
+    except requests.RequestException:
+        return False
+    return True

@@ -29,12 +29,12 @@ import requests
 from bench import loadgen
 from bench import replica_profile as profile
 from bench.common import (
-    Deadline,
     Fakes,
     Gateway,
     RedisServer,
     Report,
     parser,
+    wait_until,
     work_dir,
 )
 from bench.replica_report import GENERATE, HIT, JOB, Point, write_report
@@ -102,16 +102,17 @@ class Cluster:
     def drain(self, timeout_s: float = 60.0) -> int:
         """Until the fakes have run every job the replicas still had (cut-off requests' jobs
         go on); the prompts run so far."""
-        deadline = Deadline(timeout_s)
-        last = -1
-        while not deadline.passed:
+        last = [-1]
+
+        def settled() -> bool:
             stats = self.fakes.command("stats")
             ran = int(sum(stats["ran"]))
-            if ran == last and not any(stats["queued"]):
-                return ran
-            last = ran
-            time.sleep(0.5)
-        return last
+            done = ran == last[0] and not any(stats["queued"])
+            last[0] = ran
+            return done
+
+        wait_until(settled, timeout_s, 0.5)
+        return last[0]
 
 
 @contextlib.contextmanager
@@ -152,15 +153,17 @@ def replicas(cluster: Cluster, count: int) -> Iterator[list[Gateway]]:
 
 
 def finished_job(url: str) -> str:
-    resp = requests.post(f"{url}/v1/jobs", json={**SOLID, "color": 7}, timeout=30)
+    # The synchronous route waits for the job itself: no polling.
+    resp = requests.post(
+        f"{url}/v1/generate",
+        json={**SOLID, "color": 7},
+        headers={"Accept": "application/json"},
+        timeout=60,
+    )
     resp.raise_for_status()
-    job_id = str(resp.json()["id"])
-    deadline = Deadline(30)
-    while not deadline.passed:
-        if requests.get(f"{url}/v1/jobs/{job_id}", timeout=10).json()["status"] == "succeeded":
-            return job_id
-        time.sleep(0.05)
-    raise RuntimeError("the job for GET /v1/jobs/{id} did not finish")
+    if resp.json()["status"] != "succeeded":
+        raise RuntimeError("the job for GET /v1/jobs/{id} did not succeed")
+    return str(resp.json()["id"])
 
 
 def cache_ready(urls: Sequence[str]) -> None:

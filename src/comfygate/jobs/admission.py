@@ -8,9 +8,9 @@ the store; a dispatcher on any process claims it from there.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +21,7 @@ from comfygate.backends.requirements import requirements
 from comfygate.comfy.folders import job_output_prefix
 from comfygate.errors import BackendUnavailable, Conflict, NotFound, ValidationFailed
 from comfygate.inputs.images import CheckedImage
+from comfygate.jobs.bus import Empty
 from comfygate.jobs.cache import CacheHit, ResultCache, cache_key
 from comfygate.jobs.ledger import Ledger
 from comfygate.jobs.model import Job, JobStatus
@@ -40,7 +41,7 @@ from comfygate.templates.limits import CostLimits
 
 log = logging.getLogger(__name__)
 
-TWIN_LOOKS, TWIN_LOOK_S = 50, 0.02  # a second at most, for a twin that never got written
+TWIN_WAIT_S = 1.0  # at most, for a twin that never got written (its process died)
 
 
 @dataclass(frozen=True)
@@ -228,14 +229,15 @@ class Admission:
         return job
 
     def _twin(self, job_id: str) -> Job | None:
-        """The job bound to a key; a twin bound a moment ago is written a moment later (it
-        joins, then inserts), so a missing one is looked for again, briefly."""
-        for _ in range(TWIN_LOOKS):
+        """The job bound to a key. A twin bound a moment ago is written a moment later (it
+        joins, then inserts, then publishes its first status): wait for that event, briefly."""
+        with self.ledger.bus.subscribe(job_id) as events:
             twin = self.store.get(job_id)
-            if twin is not None:
-                return twin
-            time.sleep(TWIN_LOOK_S)
-        return None
+            if twin is None:
+                with contextlib.suppress(Empty):
+                    events.get(timeout=TWIN_WAIT_S)
+                twin = self.store.get(job_id)
+        return twin
 
     @staticmethod
     def in_flight_key(job: Job) -> str | None:
