@@ -67,7 +67,7 @@ def test_a_duplicate_row_fails_alone(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(60)
     assert list(errors) == [7]
-    count = db.reader().execute("SELECT COUNT(*) FROM t").fetchone()[0]
+    count = db.one("SELECT COUNT(*) FROM t")[0]
     assert count == 32  # "taken" once, and the 31 others
     with pytest.raises(sqlite3.IntegrityError):
         inserts.insert(("taken", 1))  # alone, the error is its own

@@ -30,7 +30,7 @@ from comfygate.jobs.admission import Admission, AdmissionOptions
 from comfygate.jobs.bus import CLOSING, Empty, EventBus
 from comfygate.jobs.cache import ResultCache
 from comfygate.jobs.collect import Collector
-from comfygate.jobs.dispatch import Dispatcher, DispatchOptions
+from comfygate.jobs.dispatch import Dispatcher, DispatchOptions, submitting_here
 from comfygate.jobs.holdings import Holdings
 from comfygate.jobs.ledger import Ledger
 from comfygate.jobs.memory_bus import MemoryBus
@@ -157,6 +157,7 @@ class JobEngine:
         self.ledger.on_queued(self._claim_now)
         # What api/ calls to make jobs (admission.py); batches below.
         self.create = self.admission.create
+        self.submitting_here = submitting_here
         self.create_raw = self.admission.create_raw
         pool.set_handlers(self.watcher.on_event, self._on_connection, self._wake.set, self._down)
 
@@ -247,6 +248,8 @@ class JobEngine:
             self._wake.set()
 
     def _on_connection(self, backend: Backend, connected: bool) -> None:
+        for held in self.holdings.on(backend.name):
+            held.events_gap = True  # what the websocket said of it may be incomplete
         if connected:
             # Events sent while we were away are lost: ask ComfyUI about every job held there.
             self._later(self.reconciler.backend, backend.name)

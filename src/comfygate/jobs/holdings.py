@@ -30,6 +30,10 @@ class Held:
     checked: float = field(default=0.0)  # last reconciliation (monotonic)
     finalizing: bool = False
     running: bool = False  # seen running: later "executing" events need no store read
+    # What the websocket's ``executed`` messages reported, node by node: the same as the
+    # outputs /history will list, unless an event may have been missed (``events_gap``).
+    ui_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events_gap: bool = False
 
 
 class Holdings:

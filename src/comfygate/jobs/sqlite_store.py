@@ -41,7 +41,7 @@ class SQLiteJobStore:
         self._db.close()
 
     def ping(self) -> None:
-        self._db.reader().execute("SELECT 1").fetchone()
+        self._db.one("SELECT 1")
 
     # --- jobs ------------------------------------------------------------------------------
 
@@ -53,9 +53,7 @@ class SQLiteJobStore:
 
     def get(self, job_id: str) -> Job | None:
         row = (
-            self._db.reader()
-            .execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))  # noqa: S608
-            .fetchone()
+            self._db.one(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))  # noqa: S608
         )
         return _job(row) if row else None
 
@@ -109,30 +107,22 @@ class SQLiteJobStore:
             args.append(before)
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(limit + 1)
-        rows = self._db.reader().execute(sql, args).fetchall()
+        rows = self._db.all(sql, args)
         jobs = [_job(row[1:]) for row in rows[:limit]]
         return jobs, encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
 
     def unfinished(self) -> list[Job]:
-        rows = (
-            self._db.reader()
-            .execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE status IN (?, ?, ?) ORDER BY seq",  # noqa: S608
-                _UNFINISHED,
-            )
-            .fetchall()
+        rows = self._db.all(
+            f"SELECT {_COLUMNS} FROM jobs WHERE status IN (?, ?, ?) ORDER BY seq",  # noqa: S608
+            _UNFINISHED,
         )
         return [_job(r) for r in rows]
 
     def count(self, statuses: frozenset[JobStatus]) -> int:
         marks = ", ".join("?" * len(statuses))
-        row = (
-            self._db.reader()
-            .execute(
-                f"SELECT COUNT(*) FROM jobs WHERE status IN ({marks})",  # noqa: S608
-                [s.value for s in statuses],
-            )
-            .fetchone()
+        row = self._db.one(
+            f"SELECT COUNT(*) FROM jobs WHERE status IN ({marks})",  # noqa: S608
+            [s.value for s in statuses],
         )
         return int(row[0])
 
@@ -146,13 +136,9 @@ class SQLiteJobStore:
             conn.execute("COMMIT")
 
     def finished_before(self, timestamp: float, limit: int = 500) -> list[str]:
-        rows = (
-            self._db.reader()
-            .execute(
-                "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
-                (timestamp, limit),
-            )
-            .fetchall()
+        rows = self._db.all(
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
+            (timestamp, limit),
         )
         return [r[0] for r in rows]
 
@@ -245,21 +231,13 @@ class SQLiteJobStore:
             )
 
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:
-        row = (
-            self._db.reader()
-            .execute("SELECT data FROM batches WHERE id = ?", (batch_id,))
-            .fetchone()
-        )
+        row = self._db.one("SELECT data FROM batches WHERE id = ?", (batch_id,))
         return dict(json.loads(row[0])) if row else None
 
     # --- the result cache's index ----------------------------------------------------------
 
     def cache_get(self, key: str) -> CacheEntry | None:
-        row = (
-            self._db.reader()
-            .execute("SELECT outputs, size FROM cache_entries WHERE key = ?", (key,))
-            .fetchone()
-        )
+        row = self._db.one("SELECT outputs, size FROM cache_entries WHERE key = ?", (key,))
         if row is None:
             return None
         return CacheEntry(key, [Output(**o) for o in json.loads(row[0])], int(row[1]))
@@ -285,17 +263,11 @@ class SQLiteJobStore:
             conn.execute("DELETE FROM cache_entries WHERE key = ?", (key,))
 
     def cache_size(self) -> int:
-        row = (
-            self._db.reader().execute("SELECT COALESCE(SUM(size), 0) FROM cache_entries").fetchone()
-        )
+        row = self._db.one("SELECT COALESCE(SUM(size), 0) FROM cache_entries")
         return int(row[0])
 
     def cache_oldest(self, limit: int) -> list[str]:
-        rows = (
-            self._db.reader()
-            .execute("SELECT key FROM cache_entries ORDER BY last_used LIMIT ?", (limit,))
-            .fetchall()
-        )
+        rows = self._db.all("SELECT key FROM cache_entries ORDER BY last_used LIMIT ?", (limit,))
         return [str(r[0]) for r in rows]
 
     # --- the webhook outbox ----------------------------------------------------------------
@@ -311,10 +283,8 @@ class SQLiteJobStore:
         return [Delivery.from_record(json.loads(r[0])) for r in rows]
 
     def next_delivery_at(self) -> float | None:
-        row = (
-            self._db.reader()
-            .execute("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending'")
-            .fetchone()
+        row = self._db.one(
+            "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending'"
         )
         return float(row[0]) if row and row[0] is not None else None
 
@@ -323,11 +293,7 @@ class SQLiteJobStore:
             conn.execute(_SAVE_DELIVERY, _delivery_row(delivery))
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
-        row = (
-            self._db.reader()
-            .execute("SELECT data FROM webhook_deliveries WHERE id = ?", (delivery_id,))
-            .fetchone()
-        )
+        row = self._db.one("SELECT data FROM webhook_deliveries WHERE id = ?", (delivery_id,))
         return Delivery.from_record(json.loads(row[0])) if row else None
 
 
