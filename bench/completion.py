@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> Path:
 
         def direct_run() -> tuple[str, float]:
             prompt_id = direct.submit(SOLID.graph(SOLID.params()))
-            direct.wait(prompt_id)
-            direct.fetch(prompt_id, SOLID.output_node)
+            direct.fetch(direct.wait(prompt_id), SOLID.output_node)
             return prompt_id, time.time()
 
         runners: dict[str, Runner] = {OURS: ours, POLLING: polling, DIRECT: direct_run}

@@ -125,7 +125,6 @@ class JobEngine:
             self.holdings,
             holder,
             storage,
-            self.cache,
             templates,
             opts.limits,
             self.metrics,
@@ -356,11 +355,23 @@ class JobEngine:
 
     # --- the end of a job (in the process that wrote it) ------------------------------------
 
+    def _cache_result(self, job: Job) -> None:
+        if job.cache_key is None or self.cache is None:
+            return
+        try:
+            self.cache.put(job.cache_key, job.outputs, job.id)
+        except (OSError, StorageFailed) as exc:
+            log.warning("could not cache the result: %s", exc, extra={"job_id": job.id})
+
     def _record_webhook(self, delivery: Delivery) -> None:
         self.ledger.webhook_state(delivery.job_id, delivery)
 
     def _ended(self, before: JobStatus, job: Job) -> None:
         self.dispatcher.ended(job.id)
+        if job.status is JobStatus.SUCCEEDED and not job.cached:
+            self._cache_result(job)
+        # After the cache has the result: until then an identical request finds this job by
+        # its key, and is answered from its files (Admission.enqueue).
         key = self.admission.in_flight_key(job)
         if key is not None:
             self.store.leave_in_flight(key, job.id)

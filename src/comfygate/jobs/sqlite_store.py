@@ -191,14 +191,14 @@ class SQLiteJobStore:
 
     def join_in_flight(self, key: str, job_id: str) -> str:
         # One statement (the hot path of every cacheable job): bind, or keep the bound job
-        # unless it has ended.
+        # unless it failed or was cancelled.
         with self._db.writing() as conn:
             row = conn.execute(
                 "INSERT INTO in_flight (key, job_id) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
                 "SET job_id = CASE WHEN (SELECT status FROM jobs WHERE id = in_flight.job_id) "
-                "NOT IN (?, ?, ?) THEN excluded.job_id ELSE in_flight.job_id END "
+                "NOT IN (?, ?, ?, ?) THEN excluded.job_id ELSE in_flight.job_id END "
                 "RETURNING job_id",
-                (key, job_id, *_UNFINISHED),
+                (key, job_id, *_UNFINISHED, JobStatus.SUCCEEDED.value),
             ).fetchone()
         return str(row[0])
 
