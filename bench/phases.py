@@ -14,6 +14,8 @@ thread hand-offs are.
 
     .venv/bin/python -m bench.phases --n 300                 # the local CPU ComfyUI
     .venv/bin/python -m bench.phases --quick                 # the fake ComfyUI
+    .venv/bin/python -m bench.phases --src ../wt/before/src --name phases-before
+                                      # another checkout's gateway code, traced the same way
 """
 
 from __future__ import annotations
@@ -186,9 +188,14 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--n", type=int, default=300, help="sequential generations")
     p.add_argument("--budget", type=float, default=180.0, help="seconds at most")
     p.add_argument("--comfyui-url", help="a running ComfyUI (default: start the local one)")
+    p.add_argument("--src", type=Path, help="run another checkout's src/ (e.g. a worktree)")
+    p.add_argument("--name", default="phases", help="the report's file name")
     args = p.parse_args(args_in)
     n = 30 if args.quick else args.n
-    report = Report("phases", "Where one generation's time goes, phase by phase", args.out)
+    title = "Where one generation's time goes, phase by phase"
+    if args.src is not None:
+        title += f" ({args.src})"
+    report = Report(args.name, title, args.out)
     report.quick = args.quick
     where = "the fake ComfyUI" if args.quick else "the real CPU ComfyUI"
     with (
@@ -198,6 +205,8 @@ def main(argv: list[str] | None = None) -> Path:
         trace = work / "trace.json"
         gw = Gateway([backend_url], work, waitress={"asyncore_use_poll": True})
         gw.cmd = [gw.cmd[0], "-m", "bench.phases", "serve", str(trace), *gw.cmd[3:]]
+        if args.src is not None:
+            gw.env["PYTHONPATH"] = str(args.src.resolve())
         sent_received: list[tuple[int, int]] = []
         with gw.start(), requests.Session() as session:
             for _ in range(10):  # warm-up: first connections, first template use
@@ -212,7 +221,9 @@ def main(argv: list[str] | None = None) -> Path:
                 received = time.monotonic_ns()
                 if result.ok:
                     sent_received.append((sent, received))
-        spans: list[Span] = [tuple(s) for s in json.loads(trace.read_text())]  # type: ignore[misc]
+        spans: list[Span] = [
+            (str(a), int(b), int(c), int(d)) for a, b, c, d in json.loads(trace.read_text())
+        ]
     rows, total = timeline(sent_received, spans)
     report.note(
         f"{len(sent_received)} sequential model-free generations (`solid` 64x64) through "

@@ -102,10 +102,13 @@ def test_the_cache_survives_a_restart(fake: FakeComfyUI, make_app: MakeApp, tmp_
 
 def test_vanished_files_are_not_served(app: Flask, fake: FakeComfyUI) -> None:
     client = app.test_client()
-    generate(client, SEEDED)
+    first = generate(client, SEEDED)
     gateway = app.extensions["comfygate"]
+    # The entry is written as the job ends, after its answer.
+    assert wait_for(lambda: gateway.jobs.cache.size() > 0)
     [key] = [d for d in gateway.storage.root.iterdir() if len(d.name) == 64]  # the entry's
-    for path in key.iterdir():
+    # The entry's files and the job's own (an identical request is answered from either).
+    for path in [*key.iterdir(), *(gateway.storage.root / first.headers["X-Job-Id"]).iterdir()]:
         path.unlink()
     again = generate(client, SEEDED)
     assert len(fake.submissions) == 2
@@ -116,13 +119,18 @@ def test_eviction_by_size_least_recently_used_first(fake: FakeComfyUI, make_app:
     app = make_app([fake.url])
     client = app.test_client()
     solid = {"template": "solid", "width": 16, "height": 16}
-    sizes = {len(generate(client, {**solid, "color": c}).data) for c in (1, 2)}
-    [size] = sizes  # solid images of one size: equal files
     cache = app.extensions["comfygate"].jobs.cache
-    assert cache.size() == 2 * size
+    sizes = set()
+    for count, color in enumerate((1, 2), start=1):
+        size = len(generate(client, {**solid, "color": color}).data)
+        sizes.add(size)
+        # Each entry is written as its job ends, after the answer.
+        assert wait_for(lambda n=count, s=size: cache.size() == n * s)  # type: ignore[misc]
+    [size] = sizes  # solid images of one size: equal files
     generate(client, {**solid, "color": 1})  # 1 is now the most recently used
     cache.max_bytes = 2 * size  # room for two
     generate(client, {**solid, "color": 3})  # evicts 2, the least recently used
+    assert wait_for(lambda: cache.size() == 2 * size)
     assert len(fake.submissions) == 3
     generate(client, {**solid, "color": 1})
     generate(client, {**solid, "color": 3})

@@ -213,7 +213,8 @@ class Admission:
         hit = self.cache.get(job.cache_key)
         if hit is not None and not self.cache.give(hit, job.id):
             hit = None  # evicted between the lookup and the copies: run it after all
-        self.metrics.cache.labels("hit" if hit else "miss").inc()
+        if hit is not None:  # a miss is counted when the request is not answered after all
+            self.metrics.cache.labels("hit").inc()
         return hit
 
     def enqueue(self, job: Job, *, cache: bool = True) -> Job:
@@ -226,6 +227,7 @@ class Admission:
                 twin = self._twin(bound)
                 if twin is not None and not twin.status.terminal:
                     log.info("coalesced", extra={"job_id": twin.id})
+                    self.metrics.cache.labels("miss").inc()
                     return twin
                 if twin is not None and twin.status is JobStatus.SUCCEEDED and twin.outputs:
                     # It succeeded a moment ago and its result is going into the cache
@@ -241,6 +243,7 @@ class Admission:
             if hit is not None:
                 self.store.leave_in_flight(key, job.id)
                 return self._answered(job, hit)
+            self.metrics.cache.labels("miss").inc()
         self.ledger.create(job)
         log.info("job created", extra={"job_id": job.id, "template": job.template})
         return job
