@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from comfygate.jobs.cache import cache_key
 from comfygate.testing.fake_comfyui import FakeComfyUI
@@ -119,23 +120,31 @@ def test_eviction_by_size_least_recently_used_first(fake: FakeComfyUI, make_app:
     app = make_app([fake.url])
     client = app.test_client()
     solid = {"template": "solid", "width": 16, "height": 16}
-    cache = app.extensions["comfygate"].jobs.cache
-    sizes = set()
-    for count, color in enumerate((1, 2), start=1):
-        size = len(generate(client, {**solid, "color": color}).data)
-        sizes.add(size)
-        # Each entry is written as its job ends, after the answer.
-        assert wait_for(lambda n=count, s=size: cache.size() == n * s)  # type: ignore[misc]
-    [size] = sizes  # solid images of one size: equal files
+    jobs = app.extensions["comfygate"].jobs
+    cache = jobs.cache
+
+    def kept(resp: TestResponse) -> str:
+        """The entry's key; it is written as the job ends, after the answer."""
+        key = jobs.store.get(resp.headers["X-Job-Id"]).cache_key
+        assert wait_for(lambda: jobs.store.cache_get(key) is not None)
+        return str(key)
+
+    one = generate(client, {**solid, "color": 1})
+    two = generate(client, {**solid, "color": 2})
+    kept(one)
+    key_two = kept(two)
+    size = len(one.data)
+    assert len(two.data) == size  # solid images of one size: equal files
+    assert cache.size() == 2 * size
     generate(client, {**solid, "color": 1})  # 1 is now the most recently used
     cache.max_bytes = 2 * size  # room for two
-    generate(client, {**solid, "color": 3})  # evicts 2, the least recently used
-    assert wait_for(lambda: cache.size() == 2 * size)
+    kept(generate(client, {**solid, "color": 3}))  # evicts 2, the least recently used
+    assert jobs.store.cache_get(key_two) is None
     assert len(fake.submissions) == 3
     generate(client, {**solid, "color": 1})
     generate(client, {**solid, "color": 3})
     assert len(fake.submissions) == 3  # both still cached
-    generate(client, {**solid, "color": 2})
+    kept(generate(client, {**solid, "color": 2}))
     assert len(fake.submissions) == 4  # evicted: ran again
     assert cache.size() <= cache.max_bytes
 
@@ -318,11 +327,17 @@ def test_an_entry_evicted_during_a_hit_runs_the_job_instead(
     app: Flask, client: FlaskClient, fake: FakeComfyUI
 ) -> None:
     first = generate(client, SEEDED)
-    storage = app.extensions["comfygate"].jobs.storage
+    jobs = app.extensions["comfygate"].jobs
+    storage = jobs.storage
+    key = jobs.store.get(first.headers["X-Job-Id"]).cache_key
+    assert wait_for(lambda: jobs.store.cache_get(key) is not None)  # written as the job ended
     real_copy = storage.copy
 
     def vanished(*args: Any) -> None:
         storage.copy = real_copy  # only this once
+        # Evicted, and the job that made it swept, between the lookup and the copies.
+        jobs.cache.drop(key)
+        storage.delete_group(first.headers["X-Job-Id"])
         raise FileNotFoundError("evicted meanwhile")
 
     storage.copy = vanished

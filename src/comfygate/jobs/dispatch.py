@@ -39,6 +39,7 @@ class DispatchOptions:
 
 Reconcile = Callable[[str], None]
 
+_QUEUED = frozenset({JobStatus.QUEUED})
 _SUBMIT_HERE: ContextVar[bool] = ContextVar("submit_here", default=False)
 
 
@@ -83,8 +84,12 @@ class Dispatcher:
         """Claim and submit queued jobs while a backend has room; returns how many."""
         tried: list[str] = []
         sent = 0
-        here = _SUBMIT_HERE.get()
+        here = known = _SUBMIT_HERE.get()  # the thread that has just queued a job knows one is
         while self.pool.has_room():
+            # Nothing queued is found by a read, not by a claim (a write) that finds nothing.
+            if not known and not self.store.count(_QUEUED):
+                break
+            known = False
             job = self.store.claim(self.holder, self.until(), time.time(), tried)
             if job is None:
                 break
