@@ -27,7 +27,7 @@ from comfygate.comfy.folders import LocalFolders
 from comfygate.errors import Conflict, GatewayStopping, StorageFailed
 from comfygate.jobs import batches, retention
 from comfygate.jobs.admission import Admission, AdmissionOptions
-from comfygate.jobs.bus import CLOSING, Empty, EventBus
+from comfygate.jobs.bus import CLOSING, COLLECT, Empty, EventBus
 from comfygate.jobs.cache import ResultCache
 from comfygate.jobs.collect import Collector
 from comfygate.jobs.dispatch import Dispatcher, DispatchOptions, submitting_here
@@ -294,19 +294,25 @@ class JobEngine:
         """Block until the job ends; None if ``timeout_s`` passes first. GatewayStopping
         (503) if the gateway stops meanwhile: the job itself goes on."""
         deadline = time.monotonic() + timeout_s
-        with self.events.subscribe(job_id) as updates:
+        with self.events.subscribe(job_id) as updates, self.holdings.waiting(job_id, updates):
             job = self.get(job_id)
             while not job.status.terminal:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 try:
-                    kind, _ = updates.get(timeout=min(remaining, WAIT_RECHECK_S))
+                    kind, data = updates.get(timeout=min(remaining, WAIT_RECHECK_S))
                 except Empty:
                     # An event can be lost (a Redis bus that was away): the store says.
                     job = self.get(job_id)
                     continue
-                if kind == "done":
+                if kind == COLLECT:  # ComfyUI says it succeeded: collect it in this thread
+                    try:
+                        self.collector.finalize(job_id, data["entry"])
+                    except Exception:  # the end from /history (executing: null) follows
+                        log.exception("collecting in the waiting request failed")
+                    job = self.get(job_id)
+                elif kind == "done":
                     job = self.get(job_id)
                 elif kind == CLOSING:
                     raise GatewayStopping(

@@ -33,7 +33,7 @@ from comfygate.comfy.events import (
     Progress,
 )
 from comfygate.errors import ComfyGateError, Conflict, NotFound
-from comfygate.jobs.bus import EventBus
+from comfygate.jobs.bus import COLLECT, EventBus
 from comfygate.jobs.collect import Collector, returned_refs
 from comfygate.jobs.holdings import Held, Holdings
 from comfygate.jobs.ledger import Ledger
@@ -107,7 +107,11 @@ class Watcher:
                         "status": {"status_str": "success", "completed": True},
                     },
                 )
-                self._later(self.collector.finalize, held.job_id, entry)
+                waiter = self.holdings.waiter(held.job_id)
+                if waiter is not None:  # a request here waits for it: it collects it itself
+                    waiter.hand((COLLECT, {"entry": entry}))
+                else:
+                    self._later(self.collector.finalize, held.job_id, entry)
             case Executing(node=None):
                 # Sent after ComfyUI wrote /history: the job's end, whatever it was (already
                 # being collected after a success: finalize does nothing then).
