@@ -32,7 +32,7 @@ from comfygate.jobs.cache import ResultCache
 from comfygate.jobs.collect import Collector
 from comfygate.jobs.dispatch import Dispatcher, DispatchOptions, submitting_here
 from comfygate.jobs.holdings import Holdings
-from comfygate.jobs.ledger import Ledger
+from comfygate.jobs.ledger import Ledger, ending_later
 from comfygate.jobs.memory_bus import MemoryBus
 from comfygate.jobs.model import Delivery, Job, JobStatus
 from comfygate.jobs.reconcile import Reconciler
@@ -153,6 +153,7 @@ class JobEngine:
         if self.webhooks is not None:
             self.ledger.set_delivery(self.webhooks.delivery_for)
         self.ledger.on_end(self._ended)
+        self.ledger.set_later(lambda fn: self._later(fn))
         self.ledger.on_queued(self._claim_now)
         # What api/ calls to make jobs (admission.py); batches below.
         self.create = self.admission.create
@@ -308,7 +309,8 @@ class JobEngine:
                     continue
                 if kind == COLLECT:  # ComfyUI says it succeeded: collect it in this thread
                     try:
-                        self.collector.finalize(job_id, data["entry"])
+                        with ending_later():  # answer first; the end's bookkeeping after
+                            self.collector.finalize(job_id, data["entry"])
                     except Exception:  # the end from /history (executing: null) follows
                         log.exception("collecting in the waiting request failed")
                     job = self.get(job_id)
