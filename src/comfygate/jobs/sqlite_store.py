@@ -245,8 +245,11 @@ class SQLiteJobStore:
     def cache_put(self, entry: CacheEntry, used_at: float) -> None:
         with self._db.writing() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO cache_entries (key, outputs, size, last_used) "
-                "VALUES (?, ?, ?, ?)",
+                # An upsert, not INSERT OR REPLACE: a replaced row fires no delete trigger,
+                # and cache_total's would count it twice.
+                "INSERT INTO cache_entries (key, outputs, size, last_used) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET outputs = excluded.outputs, "
+                "size = excluded.size, last_used = excluded.last_used",
                 (entry.key, json.dumps([o.__dict__ for o in entry.outputs]), entry.size, used_at),
             )
 
@@ -263,8 +266,8 @@ class SQLiteJobStore:
             conn.execute("DELETE FROM cache_entries WHERE key = ?", (key,))
 
     def cache_size(self) -> int:
-        row = self._db.one("SELECT COALESCE(SUM(size), 0) FROM cache_entries")
-        return int(row[0])
+        row = self._db.one("SELECT bytes FROM cache_total WHERE id = 1")
+        return int(row[0]) if row else 0
 
     def cache_oldest(self, limit: int) -> list[str]:
         rows = self._db.all("SELECT key FROM cache_entries ORDER BY last_used LIMIT ?", (limit,))
