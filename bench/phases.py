@@ -38,9 +38,12 @@ from bench.common import (
     Deadline,
     Gateway,
     Report,
+    add_real_options,
     comfy_backend,
     fmt,
     parser,
+    pyplot,
+    save_figure,
     work_dir,
 )
 from bench.gateway_client import generate
@@ -179,6 +182,24 @@ def timeline(requests_ns: list[tuple[int, int]], spans: list[Span]) -> tuple[lis
     return rows, total
 
 
+def _plot(report: Report, rows: list[Row], total: float) -> None:
+    """The time line: one bar per traced call, from its median start for its median
+    duration; the CPU part darker."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.4))
+    for i, (_, start, took, cpu, _calls) in enumerate(rows):
+        ax.barh(i, took, left=start, color="#9ecae1")
+        ax.barh(i, min(cpu, took), left=start, color="#3182bd")
+    ax.axvline(total, color="#d62728", linestyle="--", label=f"round trip {total:.2f} ms")
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(left=0)
+    ax.set_xlabel("ms after the request is sent (medians; dark: CPU time of the call)")
+    ax.set_title(report.title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    save_figure(fig, report.figure())
+
+
 def main(argv: list[str] | None = None) -> Path:
     args_in = sys.argv[1:] if argv is None else argv
     if args_in[:1] == ["serve"]:
@@ -187,20 +208,21 @@ def main(argv: list[str] | None = None) -> Path:
     p = parser(__doc__ or "")
     p.add_argument("--n", type=int, default=300, help="sequential generations")
     p.add_argument("--budget", type=float, default=180.0, help="seconds at most")
-    p.add_argument("--comfyui-url", help="a running ComfyUI (default: start the local one)")
+    add_real_options(p)  # --no-peer is accepted and ignored: no peer is traced
     p.add_argument("--src", type=Path, help="run another checkout's src/ (e.g. a worktree)")
     p.add_argument("--name", default="phases", help="the report's file name")
     args = p.parse_args(args_in)
+    real = not (args.quick or args.no_real)
     n = 30 if args.quick else args.n
     title = "Where one generation's time goes, phase by phase"
     if args.src is not None:
         title += f" ({args.src})"
     report = Report(args.name, title, args.out)
     report.quick = args.quick
-    where = "the fake ComfyUI" if args.quick else "the real CPU ComfyUI"
+    where = "the real CPU ComfyUI" if real else "the fake ComfyUI"
     with (
         work_dir("phases") as work,
-        comfy_backend(not args.quick, args.comfyui_url, work) as backend_url,
+        comfy_backend(real, args.comfyui_url, work) as backend_url,
     ):
         trace = work / "trace.json"
         gw = Gateway([backend_url], work, waitress={"asyncore_use_poll": True})
@@ -239,6 +261,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     report.data["rows"] = rows
     report.data["round_trip_ms"] = total
+    _plot(report, rows, total)
     return report.write()
 
 
