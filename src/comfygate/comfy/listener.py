@@ -99,7 +99,9 @@ class WebsocketListener:
             self._on_state(connected)
 
     def _connect(self) -> websocket.WebSocket:
-        ws = websocket.WebSocket()
+        # No UTF-8 check of every frame in pure Python (117 us a job, from the throughput
+        # profile): the JSON decoding of each message refuses what is not text anyway.
+        ws = websocket.WebSocket(skip_utf8_validation=True)
         ws.settimeout(self._connect_timeout_s)
         parts = urlsplit(self.url)
         if parts.scheme == "wss":

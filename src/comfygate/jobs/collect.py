@@ -79,34 +79,34 @@ class Collector:
         self.bus = bus
         self._stopping = stopping
 
-    def finalize(self, job_id: str, entry: HistoryEntry | None = None) -> None:
-        """Collect an ended prompt (``entry``: its /history, if already read)."""
+    def finalize(self, job_id: str, entry: HistoryEntry | None = None) -> Job | None:
+        """Collect an ended prompt (``entry``: its /history, if already read); returns the
+        job as this call ended it, or None."""
         if not self.holdings.start_finalizing(job_id):
-            return
+            return None
         try:
-            self._finalize(job_id, entry)
+            return self._finalize(job_id, entry)
         finally:
             self.holdings.end_finalizing(job_id)
 
-    def _finalize(self, job_id: str, entry: HistoryEntry | None) -> None:
+    def _finalize(self, job_id: str, entry: HistoryEntry | None) -> Job | None:
         job = self.ledger.store.get(job_id)
         if job is None or not job.on_backend or job.holder != self.holder:
-            return
+            return None
         backend = self.pool.get(job.backend)
         if backend is None or job.prompt_id is None:
-            return
+            return None
         try:
             if entry is None:
                 entry = self._read_history(backend, job.prompt_id)
                 if entry is None:
-                    return  # not written yet: the poller or reconciliation will come back
+                    return None  # not written yet: the poller or reconciliation comes back
             if entry.status == "success" and entry.completed:
-                self._succeed(job, backend, entry)
-                return
-            self.ledger.failed(job_id, self._failure(job_id, entry), self.holder)
+                return self._succeed(job, backend, entry)
+            return self.ledger.failed(job_id, self._failure(job_id, entry), self.holder)
         except ComfyGateError as exc:
             self._discard(job.id)
-            self.ledger.failed(
+            return self.ledger.failed(
                 job_id,
                 {
                     "code": exc.code,
@@ -116,14 +116,13 @@ class Collector:
                 self.holder,
             )
 
-    def _succeed(self, job: Job, backend: Backend, entry: HistoryEntry) -> None:
+    def _succeed(self, job: Job, backend: Backend, entry: HistoryEntry) -> Job | None:
         executed_at = now()
         try:
             outputs = self._store_outputs(job, backend, entry)
         except OverLimit as over:
             self._discard(job.id)  # nothing of it is kept, or cached
-            self.ledger.failed(job.id, over.error, self.holder)
-            return
+            return self.ledger.failed(job.id, over.error, self.holder)
         # The result goes into the cache when the job has ended (JobEngine._ended), not
         # before: the waiting caller does not wait for the copies.
         done = self.ledger.succeeded(job.id, outputs, self.holder, current=job)
@@ -132,8 +131,9 @@ class Collector:
             latest = self.ledger.store.get(job.id)
             if latest is None or not latest.outputs:
                 self._discard(job.id)
-            return
-        self._observe_timings(done, executed_at)
+            return None
+        self.ledger.soon(lambda: self._observe_timings(done, executed_at))
+        return done
 
     def _discard(self, job_id: str) -> None:
         """What was stored of a job that failed; a storage that is down keeps it (the

@@ -151,7 +151,7 @@ class Dispatcher:
             self._upload_inputs(job, backend)
             sent = True
             backend.client.submit(job.graph, job.prompt_id)
-            log.info("submitted", extra={"job_id": job.id, "backend": backend.name})
+            log.debug("submitted", extra={"job_id": job.id, "backend": backend.name})
         except GenerationFailed as exc:
             self.ledger.failed(job.id, exc.to_dict(), self.holder)
         except BackendUnreachable as exc:

@@ -308,12 +308,13 @@ class JobEngine:
                     job = self.get(job_id)
                     continue
                 if kind == COLLECT:  # ComfyUI says it succeeded: collect it in this thread
+                    ended = None
                     try:
                         with ending_later():  # answer first; the end's bookkeeping after
-                            self.collector.finalize(job_id, data["entry"])
+                            ended = self.collector.finalize(job_id, data["entry"])
                     except Exception:  # the end from /history (executing: null) follows
                         log.exception("collecting in the waiting request failed")
-                    job = self.get(job_id)
+                    job = ended or self.get(job_id)
                 elif kind == "done":
                     job = self.get(job_id)
                 elif kind == CLOSING:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfygate.comfy.client import HistoryEntry
 from comfygate.jobs.bus import Subscription
 
 
@@ -38,6 +39,7 @@ class Held:
     # outputs /history will list, unless an event may have been missed (``events_gap``).
     ui_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     events_gap: bool = False
+    success: HistoryEntry | None = None  # the end as the events told it, whole
 
 
 class Holdings:

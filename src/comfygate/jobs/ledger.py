@@ -167,10 +167,14 @@ class Ledger:
             self.bus.publish(job.id, publish, data)
         if job.status.terminal and not before.terminal:
             self.bus.publish(job.id, "done", data)
-            if _END_LATER.get() and self._later is not None:
-                self._later(lambda: self._ended(before, job))
-            else:
-                self._ended(before, job)
+            self.soon(lambda: self._ended(before, job))
+
+    def soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` now, or on the other thread in an ``ending_later()`` block."""
+        if _END_LATER.get() and self._later is not None:
+            self._later(fn)
+        else:
+            fn()
 
     def _ended(self, before: JobStatus, job: Job) -> None:
         for listener in self._on_end:

@@ -100,7 +100,7 @@ class Watcher:
                 # order; cached nodes send theirs too), and its files are written: collect
                 # now, without the /history read and without waiting for ComfyUI to write it.
                 # (Nothing reported, or a reconnect on the way: /history decides.)
-                entry = parse_history_entry(
+                held.success = entry = parse_history_entry(
                     event.prompt_id,
                     {
                         "outputs": held.ui_outputs,
@@ -113,9 +113,10 @@ class Watcher:
                 else:
                     self._later(self.collector.finalize, held.job_id, entry)
             case Executing(node=None):
-                # Sent after ComfyUI wrote /history: the job's end, whatever it was (already
-                # being collected after a success: finalize does nothing then).
-                self._later(self.collector.finalize, held.job_id)
+                # Sent after ComfyUI wrote /history: the job's end, whatever it was. After a
+                # success the events told (handed to a waiter that may be gone), from those
+                # again: whoever comes first collects it, the other finds it ended.
+                self._later(self.collector.finalize, held.job_id, held.success)
 
     def _later(self, fn: Any, *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # stopping: reconciliation picks it up
