@@ -584,6 +584,7 @@ class Fakes(_Piped):
         service_time_s: float = 0.0,
         caching: bool = True,
         slow: Sequence[float] = (),
+        checkpoints: Sequence[str] = (),
     ) -> None:
         self.cmd = [
             PYTHON,
@@ -596,6 +597,7 @@ class Fakes(_Piped):
             self.cmd.append("--no-caching")
         for index, factor in enumerate(slow):
             self.cmd.append(f"--slow={index}:{factor}")
+        self.cmd += [f"--checkpoint={name}" for name in checkpoints]
         self.log_file = work_dir / f"fakes-{os.getpid()}-{time.monotonic_ns()}.log"
         self.urls: list[str] = []
 
