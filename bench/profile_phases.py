@@ -39,7 +39,7 @@ ROLES = [  # (thread name prefix, phase)
     ("MainThread", "waitress socket loop: accept, read, send (MainThread)"),
     ("_monitor", "log lines: format and write (logging QueueListener)"),
 ]
-OTHER = "other threads"
+OTHER = "other threads (executor threads between tasks, health probes, webhooks)"
 
 
 def have_py_spy() -> bool:
@@ -95,16 +95,20 @@ class ThreadSnapshot:
     pid: int
     process_s: float
     threads: dict[int, float] = field(default_factory=dict)
+    names: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def take(cls, pid: int, process_s: float) -> ThreadSnapshot:
-        return cls(pid, process_s, thread_cpu(pid))
+        """Named now, before a ``py-spy record`` attaches (one dump at a time works best)."""
+        return cls(pid, process_s, thread_cpu(pid), thread_names(pid))
 
     def phases(self, process_s: float) -> dict[str, float]:
         """CPU seconds per phase since this snapshot (the request threads' share is the
         process's total minus the other threads')."""
         now = thread_cpu(self.pid)
-        names = thread_names(self.pid)
+        names = self.names
+        if set(now) - set(names):  # threads started since: name them too
+            names = {**names, **thread_names(self.pid)}
         spent: dict[str, float] = collections.Counter()
         for tid, seconds in now.items():
             role = role_of(names.get(tid, ""))

@@ -375,7 +375,7 @@ def py_spy(pid: int, window: Window, out: Path) -> None:
     if not have_py_spy():
         print("  (py-spy is not installed in this venv: no stacks)", flush=True)
         return
-    time.sleep(max(0.0, window.opens - time.monotonic()))
+    time.sleep(max(0.0, window.opens + 1.0 - time.monotonic()))  # after the threads' names
     seconds = max(1, round(window.closes - time.monotonic()))
     cmd = [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "50"]
     cmd += ["--gil", "--nonblocking", "--format", "raw", "-o", str(out)]
