@@ -5,11 +5,15 @@ GIL (``py-spy record --gil``, collapsed stacks).
 Each of a job's phases runs on threads of its own, so a thread's role is its phase:
 
 * ``waitress-N`` (request threads): parse and validate the body, bind the graph, the job's
-  first store writes (admission), wait, the answer;
-* ``job-submit_N``: the dispatch hand-off and ``POST /prompt``;
+  first store writes (admission); a synchronous request also sends its own job
+  (``POST /prompt``), waits, collects it (``/view``, the storage write, ``succeeded``) and
+  answers;
+* ``job-submit_N``: ``POST /prompt`` of the jobs no request sends itself (async jobs, jobs
+  queued behind a full backend);
 * ``ws-listener-*``: ComfyUI's websocket frames, parsed into events, the ``running`` write;
-* ``job-collect_N``: ``/history``, ``/view``, the storage write, the cache entry, the
-  ``succeeded`` write and the waiter's wake-up;
+* ``job-collect_N``: the end's bookkeeping after the answer (the cache entry, the coalescing
+  key, the backend's slot, metrics, the log line), and collecting the jobs no request waits
+  on;
 * ``job-engine``: the engine's loop (placing queued jobs, renewing leases);
 * ``MainThread``: waitress's socket loop (accepting, reading requests, sending answers);
 * ``Thread-N (_monitor)``: the log queue's listener (formatting and writing log lines).
@@ -30,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
-REQUESTS = "request threads (waitress-N): parse, validate, bind, admission, wait, answer"
+REQUESTS = "request threads (waitress-N): admission; a sync request's POST, collection, answer"
 ROLES = [  # (thread name prefix, phase)
-    ("job-submit", "dispatch hand-off and POST /prompt (job-submit_N)"),
+    ("job-submit", "POST /prompt of jobs no request sends (job-submit_N)"),
     ("ws-listener", "websocket frames to events, running write (ws-listener)"),
-    ("job-collect", "/history, /view, storage write, cache, succeeded (job-collect_N)"),
+    ("job-collect", "the end's bookkeeping: cache, coalescing key, slot (job-collect_N)"),
     ("job-engine", "engine loop: placing, leases (job-engine)"),
     ("MainThread", "waitress socket loop: accept, read, send (MainThread)"),
     ("_monitor", "log lines: format and write (logging QueueListener)"),

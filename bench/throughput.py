@@ -5,9 +5,9 @@
   whole PNG, sends the next), one asyncio loop of raw keep-alive connections, so the load
   generator costs no thread per client and stays far from being the limit.
 * **ComfyUI alone**: one client keeps ``--depth`` prompts queued on ComfyUI's ``/prompt``
-  (one websocket; on each prompt's end it submits the next, then reads its ``/history`` and
-  ``/view`` as ``bench/direct_client.py`` does), so ComfyUI never idles: the most this
-  ComfyUI does with this graph.
+  (one websocket; at each prompt's ``execution_success`` it submits the next, then reads the
+  file its ``executed`` message named from ``/view``, as ``bench/direct_client.py`` does), so
+  ComfyUI never idles: the most this ComfyUI does with this graph.
 
 Every job has a fresh colour (ComfyUI's cache never answers) and writes into a folder of its
 own (``SaveImage`` lists its folder to number a file; one flat folder would slow the later
@@ -267,6 +267,7 @@ def run_direct(url: str, backend_pid: int, args: Any, round_no: int) -> Run:
     node = SOLID.output_node
     with DirectClient(url, timeout_s=args.drain) as client:
         queued: dict[str, float] = {}
+        outputs: dict[str, dict[str, Any]] = {}  # per prompt, as its executed messages say
         sent = 0
 
         def submit() -> None:
@@ -291,19 +292,23 @@ def run_direct(url: str, backend_pid: int, args: Any, round_no: int) -> Run:
             data = message.get("data") or {}
             prompt_id = data.get("prompt_id")
             kind = message.get("type")
-            ended = kind == "execution_error" or (kind == "executing" and data.get("node") is None)
-            if prompt_id not in queued or not ended:
+            if prompt_id not in queued:
+                continue
+            if kind == "executed":
+                outputs.setdefault(prompt_id, {})[str(data.get("node"))] = data.get("output")
+                continue
+            if kind not in ("execution_success", "execution_error", "execution_interrupted"):
                 continue
             started = queued.pop(prompt_id)
             if window.sending() and sent < args.max_jobs:
                 submit()  # first, so ComfyUI's queue stays full while this one is read
             try:
-                if kind == "execution_error":
-                    raise RuntimeError(f"execution failed: {data.get('exception_message')}")
-                png = client.fetch(prompt_id, node)
+                if kind != "execution_success":
+                    raise RuntimeError(f"{kind}: {data.get('exception_message')}")
+                png = client.fetch(outputs.pop(prompt_id, {}), node)
                 if not png.startswith(PNG_MAGIC):
                     raise RuntimeError("not a PNG")
-            except (RuntimeError, requests.RequestException, KeyError) as exc:
+            except (RuntimeError, requests.RequestException, KeyError, TypeError) as exc:
                 run.error(str(exc))
                 continue
             done = time.monotonic()
