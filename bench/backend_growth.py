@@ -21,7 +21,6 @@ what the jobs left. ComfyUI is restarted between the two modes (its history too 
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 import uuid
@@ -36,6 +35,7 @@ import requests
 from bench.common import (
     Fakes,
     Gateway,
+    OwnedComfyUI,
     Report,
     Summary,
     comfyui_version,
@@ -54,28 +54,8 @@ AFTER = "after: comfygate/<job id>/out (via the gateway)"
 DIRECT_PREFIX = "bench_direct"
 
 
-class RealBackend:
+class RealBackend(OwnedComfyUI):
     """The local CPU ComfyUI on a base dir this benchmark owns, so it can empty it."""
-
-    def __init__(self, base_dir: Path) -> None:
-        from comfygate.comfy.local import LocalComfyUI, LocalComfyUIConfig, default_home
-
-        home = default_home()
-        self.base_dir = base_dir
-        self.comfy = LocalComfyUI(
-            LocalComfyUIConfig(
-                home=home, base_dir=base_dir, models_dirs=[home / "models"], startup_timeout_s=300
-            )
-        )
-        self.url = ""
-
-    def fresh(self) -> str:
-        """Stopped, its folders emptied, started again."""
-        self.comfy.stop()
-        for name in ("input", "output", "temp"):
-            shutil.rmtree(self.base_dir / name, ignore_errors=True)
-        self.url = self.comfy.start().rstrip("/")
-        return self.url
 
     def remove_direct_files(self) -> None:
         for path in (self.base_dir / "output").glob(f"{DIRECT_PREFIX}_*"):
@@ -86,9 +66,6 @@ class RealBackend:
         output = self.base_dir / "output"
         top = sum(1 for _ in output.iterdir()) if output.is_dir() else 0
         return top, sum(1 for p in output.rglob("*") if p.is_file())
-
-    def stop(self) -> None:
-        self.comfy.stop()
 
 
 class FakeBackend:

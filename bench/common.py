@@ -584,6 +584,7 @@ class Fakes(_Piped):
         service_time_s: float = 0.0,
         caching: bool = True,
         slow: Sequence[float] = (),
+        checkpoints: Sequence[str] = (),
     ) -> None:
         self.cmd = [
             PYTHON,
@@ -596,6 +597,7 @@ class Fakes(_Piped):
             self.cmd.append("--no-caching")
         for index, factor in enumerate(slow):
             self.cmd.append(f"--slow={index}:{factor}")
+        self.cmd += [f"--checkpoint={name}" for name in checkpoints]
         self.log_file = work_dir / f"fakes-{os.getpid()}-{time.monotonic_ns()}.log"
         self.urls: list[str] = []
 
@@ -657,6 +659,67 @@ def real_comfyui(url: str | None, work_dir: Path) -> Iterator[str]:
         yield started.rstrip("/")
     finally:
         comfy.stop()
+
+
+class OwnedComfyUI:
+    """The local CPU ComfyUI on a base dir the benchmark owns, so it can empty its folders
+    (a backend's outputs slow its later jobs: docs/BENCHMARKS.md section 8) and read its CPU
+    time."""
+
+    FOLDERS = ("input", "output", "temp")
+
+    def __init__(self, base_dir: Path) -> None:
+        from comfygate.comfy.local import LocalComfyUI, LocalComfyUIConfig, default_home
+
+        home = default_home()
+        self.base_dir = base_dir
+        self.comfy = LocalComfyUI(
+            LocalComfyUIConfig(
+                home=home, base_dir=base_dir, models_dirs=[home / "models"], startup_timeout_s=300
+            )
+        )
+        self.url = ""
+
+    def fresh(self) -> str:
+        """Stopped, its folders emptied, started again (its history fresh too)."""
+        self.comfy.stop()
+        for name in self.FOLDERS:
+            shutil.rmtree(self.base_dir / name, ignore_errors=True)
+        self.url = self.comfy.start().rstrip("/")
+        return self.url
+
+    def reset(self) -> None:
+        """Its folders emptied and its history cleared, without a restart (between
+        contenders: each starts from the same backend)."""
+        for name in self.FOLDERS:
+            folder = self.base_dir / name
+            for entry in folder.iterdir() if folder.is_dir() else ():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        requests.post(self.url + "/history", json={"clear": True}, timeout=30).raise_for_status()
+
+    @property
+    def pid(self) -> int:
+        found = self.comfy.pid
+        if found is None:
+            raise RuntimeError("the local ComfyUI is not running")
+        return found
+
+    def stop(self) -> None:
+        self.comfy.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, for a figure measured on a shared machine."""
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def comfyui_version(url: str) -> str | None:

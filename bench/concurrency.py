@@ -1,8 +1,17 @@
 """Concurrency: how many clients waiting on synchronous generations or on SSE event streams one
-gateway holds, what it takes (waitress threads, connection limit, poll instead of select), and
-the memory (RSS) each waiting client costs. The fake ComfyUI holds every job (``hold``) until
-all clients wait, for a fixed time; then it lets them all finish, and every client's ending is
-checked.
+``comfygate serve`` holds with its defaults, the memory (RSS) each waiting client costs, and
+what a generation costs while they wait.
+
+Two fake ComfyUIs, each in a process of its own: A offers a checkpoint B does not
+(``held.safetensors``) and holds every job until released; B runs jobs at once. The waiting
+clients all ask for a txt2img on that checkpoint, so their jobs can only run on A: two jobs
+(A's two in-flight places, ``MAX_IN_FLIGHT_PER_BACKEND``), half the clients on each. A sync
+client sends the same body as the other half (identical requests coalesce into one job, and
+each waits for its answer on its own connection and thread); an SSE client follows one of the
+two jobs. While every client waits, ``--pairs`` model-free generations through the gateway
+alternate with the same generation by the optimal direct client on B
+(``bench/direct_client.py``): the added time at that load, against the same pairs measured
+before the clients came. Then A lets the jobs run and every client's ending is checked.
 
 The clients are one asyncio loop of raw HTTP/1.0 connections (no thread per client), so the
 load generator itself stays small.
@@ -13,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,54 +33,56 @@ from bench.common import (
     Fakes,
     Gateway,
     Report,
+    Summary,
     fmt,
+    load_average,
     parser,
     pyplot,
     save_figure,
     thread_count,
+    wait_until,
     work_dir,
 )
+from bench.direct_client import DirectClient
+from bench.gateway_client import PNG_MAGIC, generate
 from bench.workloads import SOLID
 
 CONNECT_BATCH = 100  # clients opened at once, so the listen backlog never overflows
+HELD_CHECKPOINT = "held.safetensors"
+HELD_JOBS = 2  # A's in-flight places with the default MAX_IN_FLIGHT_PER_BACKEND
 
 
-@dataclass
-class Config:
-    name: str
-    threads_for: str  # "clients+32": threads = clients + 32
-    waitress: dict[str, object] = field(default_factory=dict)
-
-    def threads(self, clients: int) -> int:
-        return clients + 32
-
-
-TUNED = Config(
-    "threads = clients + 32, connection_limit = clients + 100, poll()",
-    "clients+32",
-    {"connection_limit": "CLIENTS+100", "asyncore_use_poll": True, "backlog": 2048},
-)
-THREADS_ONLY = Config(
-    "comfygate serve --threads clients+32 (other waitress defaults)", "clients+32"
-)
+def held_body(index: int) -> dict[str, Any]:
+    """A job only fake A can run (its checkpoint); the same body for every other client."""
+    return {
+        "template": "txt2img",
+        "prompt": "a held job",
+        "width": 64,
+        "height": 64,
+        "steps": 1,
+        "seed": 1_000 + index % HELD_JOBS,
+        "checkpoint": HELD_CHECKPOINT,
+    }
 
 
 @dataclass
 class Outcome:
     mode: str
-    config: str
     clients: int
-    threads: int
-    waiting_in_gateway: int = 0  # jobs created (sync) or streams opened (sse)
+    threads: int = 0
+    held_connections: int = 0  # established client connections to the gateway
     seconds_to_all_waiting: float = float("nan")
     rss_idle_mib: float = 0.0
     rss_waiting_mib: float = 0.0
     kib_per_client: float = float("nan")
-    gateway_threads: int = 0
     open_fds: int = 0
     succeeded: int = 0
     wrong: int = 0
     drain_s: float = float("nan")
+    idle_added_ms: list[float] = field(default_factory=list)  # gateway - direct, per pair
+    loaded_added_ms: list[float] = field(default_factory=list)
+    probe_errors: int = 0
+    load_average: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -103,11 +113,9 @@ def _post(path: str, body: dict[str, Any]) -> bytes:
     ).encode() + payload
 
 
-async def _sync_client(port: int, counter: Counter, timeout_s: float) -> None:
+async def _sync_client(port: int, index: int, counter: Counter, timeout_s: float) -> None:
     try:
-        status, body = await _request(
-            port, _post("/v1/generate", SOLID.body(SOLID.params())), timeout_s
-        )
+        status, body = await _request(port, _post("/v1/generate", held_body(index)), timeout_s)
     except (OSError, TimeoutError):
         counter.wrong += 1
         return
@@ -117,15 +125,10 @@ async def _sync_client(port: int, counter: Counter, timeout_s: float) -> None:
         counter.wrong += 1
 
 
-async def _sse_client(port: int, counter: Counter, timeout_s: float) -> None:
+async def _sse_client(port: int, job_id: str, counter: Counter, timeout_s: float) -> None:
     try:
-        status, body = await _request(port, _post("/v1/jobs", SOLID.body(SOLID.params())), 60)
-        if status != 202:
-            counter.wrong += 1
-            return
-        job_id = json.loads(body)["id"]
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
-    except (OSError, TimeoutError, ValueError, KeyError):
+    except (OSError, TimeoutError):
         counter.wrong += 1
         return
     try:
@@ -152,39 +155,86 @@ async def _sse_client(port: int, counter: Counter, timeout_s: float) -> None:
         writer.close()
 
 
-def _jobs_in_store(data_dir: Path) -> int:
-    path = data_dir / "jobs.sqlite3"
-    if not path.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        row = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()
-        return int(row[0])
-    except sqlite3.Error:
-        return 0
-    finally:
-        conn.close()
+def established(port: int) -> int:
+    """Established TCP connections to 127.0.0.1:``port`` (the clients the gateway holds)."""
+    local = f"0100007F:{port:04X}"
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        count += fields[1] == local and fields[3] == "01"
+    return count
+
+
+class Probes:
+    """Model-free generations through the gateway and by the direct client on fake B,
+    alternating (the order swaps every pair); the gateway's time minus the direct one's."""
+
+    def __init__(self, gateway_url: str, direct_url: str) -> None:
+        self.gateway_url = gateway_url
+        self.session = requests.Session()
+        self.direct = DirectClient(direct_url, timeout_s=60)
+
+    def close(self) -> None:
+        self.session.close()
+        self.direct.close()
+
+    def _gateway(self) -> float:
+        result = generate(self.session, self.gateway_url, SOLID.body(SOLID.params()), 60)
+        if not result.ok:
+            raise RuntimeError(result.error)
+        return result.elapsed_s
+
+    def _direct(self) -> float:
+        graph = SOLID.graph(SOLID.params())
+        started = time.perf_counter()
+        if not self.direct.run(graph, SOLID.output_node).startswith(PNG_MAGIC):
+            raise RuntimeError("direct: not a PNG")
+        return time.perf_counter() - started
+
+    def pairs(self, n: int, out: Outcome) -> list[float]:
+        added: list[float] = []
+        for i in range(n):
+            try:
+                if i % 2:
+                    ours, direct = self._gateway(), self._direct()
+                else:
+                    direct, ours = self._direct(), self._gateway()
+            except (RuntimeError, TimeoutError, requests.RequestException) as exc:
+                out.probe_errors += 1
+                print(f"  probe failed: {exc}", flush=True)
+                continue
+            added.append((ours - direct) * 1000)
+        return added
 
 
 async def _scenario(
-    gw: Gateway, fakes: Fakes, mode: str, clients: int, hold_s: float, out: Outcome
+    gw: Gateway, held: Fakes, probes: Probes, mode: str, clients: int, args: Any, out: Outcome
 ) -> None:
     counter = Counter()
-    baseline_jobs = _jobs_in_store(gw.data_dir)
-    fakes.command("hold")
-    timeout_s = hold_s + 300
-    client = _sync_client if mode == "sync" else _sse_client
+    timeout_s = 600.0
+    held.command("hold")
+    job_ids: list[str] = []
+    if mode == "sse":
+        for index in range(HELD_JOBS):
+            resp = requests.post(f"{gw.url}/v1/jobs", json=held_body(index), timeout=30)
+            resp.raise_for_status()
+            job_ids.append(resp.json()["id"])
+    before = established(gw.port)
     started = time.monotonic()
     tasks: list[asyncio.Task[None]] = []
     for start in range(0, clients, CONNECT_BATCH):
-        for _ in range(min(CONNECT_BATCH, clients - start)):
-            tasks.append(asyncio.create_task(client(gw.port, counter, timeout_s)))
+        for index in range(start, min(start + CONNECT_BATCH, clients)):
+            client = (
+                _sync_client(gw.port, index, counter, timeout_s)
+                if mode == "sync"
+                else _sse_client(gw.port, job_ids[index % HELD_JOBS], counter, timeout_s)
+            )
+            tasks.append(asyncio.create_task(client))
         await asyncio.sleep(0.05)
 
     def waiting() -> int:
-        if mode == "sync":
-            return _jobs_in_store(gw.data_dir) - baseline_jobs
-        return counter.streams
+        held_now = established(gw.port) - before  # not the probes' keep-alive connection
+        return min(held_now, counter.streams) if mode == "sse" else held_now
 
     # Until every client waits, or the count has not moved for 5 s (a server that holds no
     # more), or 120 s.
@@ -196,19 +246,19 @@ async def _scenario(
         elif time.monotonic() - moved > 5.0:
             break
         await asyncio.sleep(0.2)
-    out.waiting_in_gateway = waiting()
-    if out.waiting_in_gateway >= clients:
+    out.held_connections = waiting()
+    if out.held_connections >= clients:
         out.seconds_to_all_waiting = time.monotonic() - started
-    await asyncio.sleep(min(hold_s, 2.0))
+    await asyncio.sleep(1.0)
     out.rss_waiting_mib = gw.rss_kib() / 1024
-    out.gateway_threads = thread_count(gw.pid)
+    out.threads = thread_count(gw.pid)
     out.open_fds = len(os.listdir(f"/proc/{gw.pid}/fd"))
-    out.waiting_in_gateway = max(out.waiting_in_gateway, waiting())
     out.kib_per_client = (out.rss_waiting_mib - out.rss_idle_mib) * 1024 / max(1, clients)
-    remaining = hold_s - (time.monotonic() - started)
-    if remaining > 0:
-        await asyncio.sleep(remaining)
-    fakes.command("release")
+    out.load_average = load_average()
+    # The generations while they all wait (in a thread: this loop keeps their connections).
+    out.loaded_added_ms = await asyncio.to_thread(probes.pairs, args.pairs, out)
+    out.held_connections = min(out.held_connections, waiting())  # still all there after
+    held.command("release")
     released = time.monotonic()
     await asyncio.wait(tasks, timeout=timeout_s)
     out.drain_s = time.monotonic() - released
@@ -218,68 +268,81 @@ async def _scenario(
         t.cancel()
 
 
-def run_one(
-    wd: Path, fakes: Fakes, mode: str, clients: int, config: Config, hold_s: float
-) -> Outcome:
-    threads = config.threads(clients)
-    waitress = {k: (clients + 100 if v == "CLIENTS+100" else v) for k, v in config.waitress.items()}
-    out = Outcome(mode, config.name, clients, threads)
-    with Gateway(fakes.urls, wd, threads=threads, waitress=waitress or None) as gw:
+def run_one(wd: Path, held: Fakes, free: Fakes, mode: str, clients: int, args: Any) -> Outcome:
+    out = Outcome(mode, clients)
+    with Gateway([held.urls[0], free.urls[0]], wd) as gw:
         gw.start()
-        for _ in range(2):  # warm-up: imports, first job, connection pools
-            requests.post(f"{gw.url}/v1/generate", json=SOLID.body(SOLID.params()), timeout=30)
-        time.sleep(0.5)
-        out.rss_idle_mib = gw.rss_kib() / 1024
-        asyncio.run(_scenario(gw, fakes, mode, clients, hold_s, out))
-        out.notes.append(gw.command.replace(str(clients + 100), "CLIENTS+100"))
-    print(f"  {mode} x{clients} [{config.name}]: {asdict(out)}", flush=True)
+        probes = Probes(gw.url, free.urls[0])
+        try:
+            probes.pairs(3, out)  # warm-up: imports, first jobs, connection pools
+            out.probe_errors = 0
+            out.idle_added_ms = probes.pairs(args.pairs, out)
+            wait_until(lambda: gw.rss_kib() > 0, 1)
+            out.rss_idle_mib = gw.rss_kib() / 1024
+            asyncio.run(_scenario(gw, held, probes, mode, clients, args, out))
+        finally:
+            probes.close()
+        out.notes.append(gw.command)
+    shown = {k: v for k, v in asdict(out).items() if not k.endswith("_added_ms")}
+    print(f"  {mode} x{clients}: {shown}", flush=True)
+    for name in ("idle", "loaded"):
+        s = Summary.of(getattr(out, f"{name}_added_ms"))
+        print(f"    added ms {name}: median {s.median:.2f}, p99 {s.p99:.2f} (n={s.n})", flush=True)
     return out
 
 
 def main(argv: list[str] | None = None) -> Path:
     p = parser(__doc__ or "")
     p.add_argument("--clients", default="250,1000", help="client counts")
-    p.add_argument("--hold", type=float, default=5.0, help="seconds the fake holds every job")
+    p.add_argument("--pairs", type=int, default=50, help="gateway/direct pairs, idle and loaded")
     args = p.parse_args(argv)
     levels = [20] if args.quick else [int(x) for x in args.clients.split(",")]
-    hold_s = 1.0 if args.quick else args.hold
+    if args.quick:
+        args.pairs = 5
     report = Report(
         "concurrency", "Concurrency: waiting clients one gateway holds", args.out, args.quick
     )
     outcomes: list[Outcome] = []
-    with work_dir("concurrency") as wd, Fakes(wd) as fakes:
-        fakes.start()
+    with (
+        work_dir("concurrency") as wd,
+        Fakes(wd, checkpoints=[HELD_CHECKPOINT]) as held,
+        Fakes(wd) as free,
+    ):
+        held.start()
+        free.start()
         for clients in levels:
             for mode in ("sync", "sse"):
-                outcomes.append(run_one(wd, fakes, mode, clients, TUNED, hold_s))
-        if not args.quick:
-            outcomes.append(run_one(wd, fakes, "sync", max(levels), THREADS_ONLY, hold_s))
-    rows = [
-        [
-            o.mode,
-            o.clients,
-            o.config,
-            o.threads,
-            o.waiting_in_gateway,
-            fmt(o.seconds_to_all_waiting, 1),
-            fmt(o.rss_idle_mib, 0),
-            fmt(o.rss_waiting_mib, 0),
-            fmt(o.kib_per_client, 0),
-            o.open_fds,
-            o.succeeded,
-            o.wrong,
-            fmt(o.drain_s, 1),
-        ]
-        for o in outcomes
-    ]
+                outcomes.append(run_one(wd, held, free, mode, clients, args))
+    rows = []
+    for o in outcomes:
+        idle, loaded = Summary.of(o.idle_added_ms), Summary.of(o.loaded_added_ms)
+        rows.append(
+            [
+                o.mode,
+                o.clients,
+                o.threads,
+                o.held_connections,
+                fmt(o.seconds_to_all_waiting, 1),
+                fmt(o.rss_idle_mib, 0),
+                fmt(o.rss_waiting_mib, 0),
+                fmt(o.kib_per_client, 0),
+                o.open_fds,
+                o.succeeded,
+                o.wrong,
+                f"{fmt(idle.median, 2)} / {fmt(idle.p99, 2)}",
+                f"{fmt(loaded.median, 2)} / {fmt(loaded.p99, 2)}",
+                o.probe_errors,
+                o.load_average,
+            ]
+        )
     report.table(
-        f"Clients waiting while the fake ComfyUI holds every job for {hold_s:g} s",
+        "Clients waiting on jobs the fake ComfyUI A holds, one `comfygate serve` with its "
+        "defaults; a model-free generation's added time over the direct client (fake B)",
         [
             "mode",
             "clients",
-            "server settings",
-            "threads",
-            "waiting in gateway",
+            "gateway threads",
+            "clients held",
             "s until all waited",
             "RSS idle MiB",
             "RSS all waiting MiB",
@@ -287,18 +350,23 @@ def main(argv: list[str] | None = None) -> Path:
             "open fds",
             "succeeded",
             "wrong",
-            "s to drain after release",
+            f"added ms, idle: median / p99 ({args.pairs} pairs)",
+            f"added ms, all waiting: median / p99 ({args.pairs} pairs)",
+            "probe errors",
+            "load average (1/5/15 min)",
         ],
         rows,
     )
     commands = sorted({n for o in outcomes for n in o.notes})
     report.note("Gateway commands:\n\n" + "\n".join(f"- `{c}`" for c in commands))
     report.note(
-        "RSS idle is the same gateway process after two warm-up jobs, before any client "
-        "connected (its worker threads already started); KiB per waiting client is (RSS with "
-        "every client waiting - RSS idle) / clients."
+        "Clients held: established connections to the gateway while they wait (SSE: streams "
+        "that have their first event). RSS idle is the same gateway after the idle pairs, "
+        "before any client connected; KiB per waiting client is (RSS with every client "
+        "waiting - RSS idle) / clients. Added ms: a model-free generation through the gateway "
+        "minus the same generation by the optimal direct client, per pair."
     )
-    report.data = {"outcomes": [asdict(o) for o in outcomes], "hold_s": hold_s}
+    report.data = {"outcomes": [asdict(o) for o in outcomes], "pairs": args.pairs}
     _plot(report, outcomes)
     return report.write()
 
@@ -306,9 +374,8 @@ def main(argv: list[str] | None = None) -> Path:
 def _plot(report: Report, outcomes: list[Outcome]) -> None:
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    tuned = [o for o in outcomes if o.config == TUNED.name]
     for mode in ("sync", "sse"):
-        points = [o for o in tuned if o.mode == mode]
+        points = [o for o in outcomes if o.mode == mode]
         left.plot(
             [o.clients for o in points],
             [o.rss_waiting_mib for o in points],
@@ -320,25 +387,21 @@ def _plot(report: Report, outcomes: list[Outcome]) -> None:
             [o.rss_idle_mib for o in points],
             marker=".",
             linestyle=":",
-            label=f"{mode}: idle, same threads",
+            label=f"{mode}: idle",
         )
     left.set_xlabel("waiting clients")
     left.set_ylabel("gateway RSS (MiB)")
     left.set_title("Memory with every client waiting")
     left.legend(fontsize=8)
     left.grid(alpha=0.3)
-    labels = [
-        f"{o.mode} x{o.clients}\n{'tuned' if o.config == TUNED.name else 'threads only'}"
-        for o in outcomes
-    ]
-    right.bar(range(len(outcomes)), [o.waiting_in_gateway for o in outcomes], label="waiting")
-    right.plot(
-        range(len(outcomes)), [o.clients for o in outcomes], "k_", markersize=30, label="clients"
-    )
-    right.set_xticks(range(len(outcomes)), labels, fontsize=7)
-    right.set_ylabel("clients")
-    right.set_title("Clients the gateway held at once")
-    right.legend(fontsize=8)
+    data, labels = [], []
+    for o in outcomes:
+        data += [o.idle_added_ms or [float("nan")], o.loaded_added_ms or [float("nan")]]
+        labels += [f"{o.mode} x{o.clients}\nidle", f"{o.mode} x{o.clients}\nall waiting"]
+    right.boxplot(data, showfliers=False)
+    right.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
+    right.set_ylabel("added ms over the direct client")
+    right.set_title("A model-free generation while the clients wait")
     right.grid(axis="y", alpha=0.3)
     save_figure(fig, report.figure())
 

@@ -2,7 +2,9 @@
 
 Prints ``{"urls": [...]}`` on one line once all listen, then answers commands read from stdin,
 one JSON line each: ``hold`` / ``release`` (every fake), ``stats`` (prompts each one ran).
-Stops at end of input. ``--slow INDEX:FACTOR`` makes fake INDEX that many times slower.
+Stops at end of input. ``--slow INDEX:FACTOR`` makes fake INDEX that many times slower;
+``--checkpoint NAME`` (repeatable) sets the checkpoints the fakes offer (a job that names one
+only these fakes have runs on them only).
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ def main() -> None:
     p.add_argument("--service-time", type=float, default=0.0)
     p.add_argument("--no-caching", action="store_true")
     p.add_argument("--slow", action="append", default=[], metavar="INDEX:FACTOR")
+    p.add_argument("--checkpoint", action="append", default=None, metavar="NAME")
     args = p.parse_args()
     factors = {int(i): float(f) for i, f in (s.split(":") for s in args.slow)}
     fakes = [
-        FakeComfyUI(service_time_s=args.service_time * factors.get(i, 1.0))
+        FakeComfyUI(
+            service_time_s=args.service_time * factors.get(i, 1.0), checkpoints=args.checkpoint
+        )
         for i in range(args.count)
     ]
     for fake in fakes:

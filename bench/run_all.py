@@ -38,6 +38,7 @@ BENCHMARKS: list[tuple[str, bool]] = [
     ("growth", False),
     ("replicas", False),  # 1, 2 and 3 replicas on one Redis
     ("backend_growth", False),  # starts its own ComfyUI: it empties and restarts it
+    ("throughput", False),  # starts its own ComfyUI: it empties it between contenders
 ]
 
 

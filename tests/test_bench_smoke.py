@@ -24,6 +24,7 @@ BENCHMARKS = [
     "growth",
     "backend_growth",
     "replicas",
+    "throughput",
 ]
 REAL_PARTS = {"overhead", "phases", "completion", "repetition"}  # have --no-real / --no-peer
 
@@ -55,6 +56,20 @@ def test_benchmark_quick_mode_writes_its_table_and_plot(name: str, tmp_path: Pat
     record = json.loads((tmp_path / f"{name}.json").read_text())
     assert record["quick"] is True
     assert record["data"]
+    if name == "throughput":  # both contenders finished jobs, none failed, a ratio came out
+        runs = record["data"]["runs"]
+        assert {r["contender"] for r in runs} == {
+            "ComfyUI alone, one pipelining client",
+            "ComfyGate (comfygate serve), sync POST /v1/generate",
+        }
+        assert all(r["completed"] > 0 and r["errors"] == 0 for r in runs)
+        assert record["data"]["ratio"] > 0
+    if name == "concurrency":  # every client was held, ended right, and the pairs were timed
+        for outcome in record["data"]["outcomes"]:
+            assert outcome["held_connections"] == outcome["clients"]
+            assert outcome["succeeded"] == outcome["clients"]
+            assert outcome["wrong"] == 0
+            assert len(outcome["loaded_added_ms"]) == record["data"]["pairs"]
 
 
 def test_run_all_quick_lists_every_benchmark(tmp_path: Path) -> None:

@@ -77,9 +77,10 @@ class Settings(BaseModel):
     # Where the gateway listens. 8288, never ComfyUI's 8188.
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8288, ge=1, le=65535, description="port to listen on")
-    # Every waiting request and event stream holds a thread: 1,024 held 1,000 waiting clients
-    # at about 15 MiB idle, where 64 made even /healthz wait (docs/BENCHMARKS.md).
-    threads: int = Field(1024, ge=1, le=10_000, description="WSGI worker threads")
+    # Every waiting request and event stream holds a thread, and waits may take all but a
+    # reserve of 32 (api/waits.py): 1,056 threads give 1,024 waits, so 1,000 waiting clients
+    # fit with room for the quick routes (1,024 threads held only 992: docs/BENCHMARKS.md 5).
+    threads: int = Field(1056, ge=1, le=10_000, description="WSGI worker threads")
 
     data_dir: Path = Field(Path("./comfygate-data"), description="database, outputs, cache")
     templates_dir: Path | None = Field(None, description="extra templates")
