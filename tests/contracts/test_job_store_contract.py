@@ -571,3 +571,16 @@ def test_the_opener_gives_stores_that_share_state(open_store: Opener) -> None:
     first, second = open_store(), open_store()
     [job_id] = queued(first, 1)
     assert second.get(job_id) is not None
+
+
+def test_past_deadline_names_the_unfinished_jobs_past_theirs(store: JobStore) -> None:
+    late, early, none, ended = (
+        queued(store, 1, deadline_at=T0 + 10)[0],
+        queued(store, 1, deadline_at=T0 + 100)[0],
+        queued(store, 1)[0],
+        queued(store, 1, deadline_at=T0 + 10)[0],
+    )
+    finish(store, ended)
+    assert store.past_deadline(T0 + 50) == [late]
+    assert sorted(store.past_deadline(T0 + 200)) == sorted([late, early])
+    assert none not in store.past_deadline(T0 + 10**9)

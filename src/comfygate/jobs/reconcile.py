@@ -118,15 +118,13 @@ class Reconciler:
 
     def expire(self) -> None:
         """Cancel the unfinished jobs past their deadline (whoever holds them)."""
-        current = now()
-        for job in self.ledger.store.unfinished():
-            if job.deadline_at is not None and job.deadline_at < current:
-                with contextlib.suppress(Conflict, NotFound):
-                    self.cancel(
-                        job.id,
-                        error={
-                            "code": "timeout",
-                            "message": "the job did not finish before its deadline",
-                            "details": {"job_id": job.id},
-                        },
-                    )
+        for job_id in self.ledger.store.past_deadline(now()):
+            with contextlib.suppress(Conflict, NotFound):
+                self.cancel(
+                    job_id,
+                    error={
+                        "code": "timeout",
+                        "message": "the job did not finish before its deadline",
+                        "details": {"job_id": job_id},
+                    },
+                )

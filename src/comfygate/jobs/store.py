@@ -70,6 +70,10 @@ class JobStore(Protocol):
         """Every job not yet in a terminal state, oldest first."""
         ...
 
+    def past_deadline(self, now: float) -> list[str]:
+        """The ids of the unfinished jobs whose deadline is before ``now``."""
+        ...
+
     def count(self, statuses: frozenset[JobStatus]) -> int: ...
 
     def delete(self, job_id: str) -> None:
