@@ -32,6 +32,11 @@ def ws_url(base_url: str, client_id: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, f"clientId={client_id}", ""))
 
 
+# ComfyUI writes ``{"type": ..., "data": ...}`` (json.dumps, type first): its per-node
+# ``progress_state`` messages, a third of a job's and the largest, are skipped unread.
+# Another spelling is simply decoded, and ignored after.
+_UNREAD = (b'{"type": "progress_state"',)
+
 class WebsocketListener:
     def __init__(
         self,
@@ -169,6 +174,8 @@ class WebsocketListener:
                 return
             if opcode != websocket.ABNF.OPCODE_TEXT:
                 continue  # binary previews
+            if payload.startswith(_UNREAD):
+                continue  # a message the gateway ignores, by its first bytes: not decoded
             try:
                 event = parse_message(json.loads(payload))
             except ValueError:
