@@ -12,7 +12,7 @@ import requests
 
 from comfygate.comfy.local import LocalComfyUI
 from tests.conftest import MakeApp, body
-from tests.helpers import wait_for
+from tests.helpers import comfy_idle, wait_for
 from tests.real_comfyui import ComfyUIInstallPaths, start_or_fail
 from tests.test_jobs_api import finished, status_of, submit
 from tests.test_real_comfyui_jobs import comfy_prompts_of
@@ -124,6 +124,8 @@ def test_cache_hit_sends_nothing_to_comfyui(make_app: MakeApp, real_comfyui: Loc
     request = {**SD, "seed": 4242}
     first = client.post("/v1/generate", json=request)
     assert first.status_code == 200
+    # The answer comes at execution_success: ComfyUI writes its history just after.
+    assert wait_for(lambda: comfy_idle(real_comfyui.url))
     before = history_size(real_comfyui.url)
     again = client.post("/v1/generate", json=request)
     assert again.status_code == 200
