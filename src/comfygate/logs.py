@@ -117,6 +117,15 @@ class _Handoff(QueueHandler):
         record.args = None
         return record
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        """``Handler.handle`` without the handler's lock: putting on a ``SimpleQueue`` is
+        thread-safe already, and a lock every request thread takes (the access log's line
+        is one per request) is a lock they queue on under load."""
+        rv = self.filter(record)
+        if rv:
+            self.emit(record)
+        return rv
+
 
 _listener: QueueListener | None = None
 

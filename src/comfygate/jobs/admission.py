@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfygate import ids
 from comfygate.backends.pool import BackendPool
 from comfygate.backends.requirements import requirements
 from comfygate.comfy.folders import job_output_prefix
@@ -175,7 +175,7 @@ class Admission:
             raise
         self.options.limits.check(values)
         job = Job(
-            id=uuid.uuid4().hex,
+            id=ids.job_id(),
             template=template.name,
             params=values,
             graph={},
@@ -277,7 +277,7 @@ class Admission:
         )
         if not self.pool.any_healthy():
             raise BackendUnavailable("no ComfyUI backend is available right now")
-        job_id = uuid.uuid4().hex
+        job_id = ids.job_id()
         job = Job(
             id=job_id,
             template=raw.RAW_TEMPLATE,

@@ -131,6 +131,11 @@ class RedisJobStore:
         return _job(rec, version, holder) if rec is not None else None
 
     @_guarded
+    def version(self, job_id: str) -> int | None:
+        found = self._r.hget(self._key("job", job_id), "v")
+        return int(found) if found is not None else None
+
+    @_guarded
     def swap(self, job: Job, expected: int, delivery: Delivery | None = None) -> bool:
         args: list[Any] = [
             job.id,

@@ -59,6 +59,12 @@ class SQLiteJobStore:
         )
         return _job(row) if row else None
 
+    def version(self, job_id: str) -> int | None:
+        row = (
+            self._db.reader().execute("SELECT version FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        )
+        return int(row[0]) if row else None
+
     def swap(self, job: Job, expected: int, delivery: Delivery | None = None) -> bool:
         values = (
             job.status.value,
