@@ -241,8 +241,9 @@ class Admission:
 
     @staticmethod
     def in_flight_key(job: Job) -> str | None:
-        """Identical jobs of one owner and one webhook coalesce (another owner's never)."""
-        if job.cache_key is None:
+        """Identical jobs of one owner and one webhook coalesce (another owner's never). A
+        cache hit never joined any (so its end leaves none: no write per hit)."""
+        if job.cache_key is None or job.cached:
             return None
         return f"{job.cache_key}:{job.owner or ''}:{job.webhook_url or ''}"
 
@@ -254,7 +255,8 @@ class Admission:
         job.status = JobStatus.SUCCEEDED
         job.finished_at = job.created_at
         self.ledger.create(job)
-        log.info("answered from the cache", extra={"job_id": job.id, "template": job.template})
+        # Debug: the job's own end is logged (engine), and hits are counted in the metrics.
+        log.debug("answered from the cache", extra={"job_id": job.id, "template": job.template})
         return job
 
     def create_raw(

@@ -11,7 +11,11 @@ group, copies of the job's (hard links on a local disk, server-side copies in S3
 retention sweep of the original job does not empty the cache and eviction touches no job's
 outputs. The size limit is in bytes; the least recently used entries go first. A hit's time
 of use is kept in memory and written with the next eviction or at close: a write per hit
-cost more than the rest of the lookup. An entry whose files vanished is dropped, never served.
+cost more than the rest of the lookup. An entry whose files vanished is dropped, never served:
+its files are checked (there, with the sizes the index says) the first time this process
+serves it and whenever the index changes; after that, giving a job its files fails if they
+went away (a miss, and the next lookup checks again). A check is a ``stat`` through the
+storage, several system calls that each give up the GIL: on every hit, a convoy under load.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from comfygate.jobs.store import CacheEntry, JobStore
 from comfygate.storage.base import OutputStorage
 
 MAX_UNWRITTEN_USES = 1000
+MAX_CHECKED = 10_000  # entries whose files were checked (forgotten all at once past this)
 
 
 def _normalise(value: Any) -> Any:
@@ -64,6 +69,8 @@ class ResultCache:
         # key -> time of its last hit, not yet written. Hits only assign to it (atomic under
         # the GIL); _write_uses swaps it for an empty one.
         self._used: dict[str, float] = {}
+        # key -> the (filename, size) pairs its files were found with (same GIL rule).
+        self._checked: dict[str, tuple[tuple[str, int], ...]] = {}
 
     def close(self) -> None:
         self._write_uses()
@@ -76,11 +83,16 @@ class ResultCache:
         entry = self.store.cache_get(key)
         if entry is None:
             return None
-        for output in entry.outputs:
-            found = self.storage.stat(key, output.filename)
-            if found is None or found.size != output.size:
-                self.drop(key)  # files vanished or changed: never serve them
-                return None
+        files = tuple((o.filename, o.size) for o in entry.outputs)
+        if self._checked.get(key) != files:
+            for output in entry.outputs:
+                found = self.storage.stat(key, output.filename)
+                if found is None or found.size != output.size:
+                    self.drop(key)  # files vanished or changed: never serve them
+                    return None
+            if len(self._checked) >= MAX_CHECKED:
+                self._checked = {}
+            self._checked[key] = files
         self._used[key] = time.time()
         if len(self._used) >= MAX_UNWRITTEN_USES:
             self._write_uses()
@@ -92,6 +104,7 @@ class ResultCache:
             for output in hit.outputs:
                 self.storage.copy(hit.key, output.filename, job_id)
         except (OSError, StorageFailed):
+            self._checked.pop(hit.key, None)  # the next lookup checks the files again
             self.storage.delete_group(job_id)
             return False
         return True
@@ -105,10 +118,12 @@ class ResultCache:
         for output in outputs:
             self.storage.copy(job_id, output.filename, key)
         self._used.pop(key, None)
+        self._checked.pop(key, None)
         self.store.cache_put(CacheEntry(key, outputs, size), time.time())
         self._evict()
 
     def drop(self, key: str) -> None:
+        self._checked.pop(key, None)
         self.store.cache_delete(key)
         self.storage.delete_group(key)
 
