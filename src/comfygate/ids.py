@@ -3,8 +3,9 @@
 ``uuid.uuid4()`` reads 16 bytes with one ``getrandom`` call, and that call gives up the GIL:
 under load, taking it back waits behind every runnable thread (up to the 5 ms switch
 interval), which made ``uuid4`` a tenth of the GIL time of a job read and of a cache hit
-(docs/BENCHMARKS.md §4). Here one call reads a block of ids' worth of bytes; the ids are as
-random (the same source), and a forked child starts with a fresh block of its own.
+(docs/BENCHMARKS.md §4). Here each thread reads a block of ids' worth of bytes at a time, into
+a pool of its own (no lock: a lock shared by the request threads was the next convoy); the ids
+are as random (the same source), and a forked child starts with fresh pools.
 """
 
 from __future__ import annotations
@@ -15,25 +16,29 @@ import uuid
 
 BLOCK_BYTES = 4096  # 256 job ids per read of the random source
 
-_lock = threading.Lock()
-_pool = bytearray()
+
+class _Pools(threading.local):
+    def __init__(self) -> None:
+        self.pool = bytearray()
+
+
+_pools = _Pools()
 
 
 def _forget() -> None:
-    global _lock
-    _lock = threading.Lock()
-    del _pool[:]  # a child must never hand out its parent's ids
+    global _pools
+    _pools = _Pools()  # a child must never hand out its parent's ids
 
 
 os.register_at_fork(after_in_child=_forget)
 
 
 def random_bytes(count: int) -> bytes:
-    with _lock:
-        if len(_pool) < count:
-            _pool.extend(os.urandom(max(BLOCK_BYTES, count)))
-        taken = bytes(_pool[:count])
-        del _pool[:count]
+    pool = _pools.pool
+    if len(pool) < count:
+        pool.extend(os.urandom(max(BLOCK_BYTES, count)))
+    taken = bytes(pool[:count])
+    del pool[:count]
     return taken
 
 
