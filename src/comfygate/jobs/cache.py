@@ -16,6 +16,8 @@ its files are checked (there, with the sizes the index says) the first time this
 serves it and whenever the index changes; after that, giving a job its files fails if they
 went away (a miss, and the next lookup checks again). A check is a ``stat`` through the
 storage, several system calls that each give up the GIL: on every hit, a convoy under load.
+For the same reason a store no other process writes (SQLite) has its index entries kept in
+memory as this process wrote or read them; with Redis every lookup reads the index.
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ class ResultCache:
         self._used: dict[str, float] = {}
         # key -> the (filename, size) pairs its files were found with (same GIL rule).
         self._checked: dict[str, tuple[tuple[str, int], ...]] = {}
+        # The index's entries as this process wrote or read them, when no other process
+        # writes the index (SQLite: the gateway holding DATA_DIR); with Redis, replicas
+        # replace and evict entries, so every lookup reads the index.
+        self._entries: dict[str, CacheEntry] | None = None if store.shared else {}
 
     def close(self) -> None:
         self._write_uses()
@@ -80,7 +86,7 @@ class ResultCache:
         self.store.cache_touch(used)
 
     def get(self, key: str) -> CacheHit | None:
-        entry = self.store.cache_get(key)
+        entry = self._entry(key)
         if entry is None:
             return None
         files = tuple((o.filename, o.size) for o in entry.outputs)
@@ -98,13 +104,29 @@ class ResultCache:
             self._write_uses()
         return CacheHit(key, entry.outputs)
 
+    def _entry(self, key: str) -> CacheEntry | None:
+        kept = self._entries
+        if kept is not None and (entry := kept.get(key)) is not None:
+            return entry
+        entry = self.store.cache_get(key)
+        if entry is not None and kept is not None:
+            if len(kept) >= MAX_CHECKED:
+                kept.clear()
+            kept[key] = entry
+        return entry
+
+    def _forget(self, key: str) -> None:
+        self._checked.pop(key, None)
+        if self._entries is not None:
+            self._entries.pop(key, None)
+
     def give(self, hit: CacheHit, job_id: str) -> bool:
         """Give a job the files of a hit; False if they went away meanwhile (evicted)."""
         try:
             for output in hit.outputs:
                 self.storage.copy(hit.key, output.filename, job_id)
         except (OSError, StorageFailed):
-            self._checked.pop(hit.key, None)  # the next lookup checks the files again
+            self._forget(hit.key)  # the next lookup reads the index and checks the files
             self.storage.delete_group(job_id)
             return False
         return True
@@ -118,12 +140,12 @@ class ResultCache:
         for output in outputs:
             self.storage.copy(job_id, output.filename, key)
         self._used.pop(key, None)
-        self._checked.pop(key, None)
+        self._forget(key)
         self.store.cache_put(CacheEntry(key, outputs, size), time.time())
         self._evict()
 
     def drop(self, key: str) -> None:
-        self._checked.pop(key, None)
+        self._forget(key)
         self.store.cache_delete(key)
         self.storage.delete_group(key)
 

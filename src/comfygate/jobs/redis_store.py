@@ -76,6 +76,8 @@ class RedisJobStore:
     Redis, under ``prefix``. ``client``: a made ``redis.Redis`` (``redisconn.connect``: its
     timeouts and retries); this store closes it."""
 
+    shared = True
+
     def __init__(
         self,
         client: redis.Redis,

@@ -29,6 +29,8 @@ def _job(row: tuple[Any, ...]) -> Job:
 class SQLiteJobStore:
     """Jobs, leases, batches, keys, the cache index and the outbox in ``DATA_DIR/jobs.sqlite3``."""
 
+    shared = False
+
     def __init__(self, path: Path) -> None:
         self._db = Database(path, SCHEMA)
         with self._db.writing() as conn:

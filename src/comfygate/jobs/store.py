@@ -40,6 +40,10 @@ class CacheEntry:
 
 
 class JobStore(Protocol):
+    # Whether other processes write this store too (Redis: replicas). The SQLite file is
+    # written by one gateway (it holds DATA_DIR's claim), which may keep what it wrote.
+    shared: bool
+
     # --- jobs ------------------------------------------------------------------------------
     def insert(self, job: Job) -> None:
         """Write a new job (version 1); an existing id is an error."""
