@@ -37,6 +37,7 @@ from bench.common import (
 from bench.direct_client import DirectClient
 from bench.gateway_client import generate
 from bench.workloads import SOLID
+from comfygate.comfy.folders import job_output_prefix
 
 OURS = "ComfyGate"
 POLLING = "polling client (1 s)"
@@ -53,13 +54,14 @@ def finished_at(comfy_url: str, prompt_id: str) -> float | None:
     return _success_time(data.get(prompt_id))
 
 
-def finished_at_by_prefix(comfy_url: str, prefix: str) -> float | None:
-    """The same for the gateway's job, found by its unique output filename prefix."""
+def finished_at_by_job(comfy_url: str, job_id: str) -> float | None:
+    """The same for the gateway's job, found by its output folder (one per job)."""
+    folder = job_output_prefix(job_id).rsplit("/", 1)[0]
     data = requests.get(f"{comfy_url}/history", params={"max_items": 50}, timeout=30).json()
     for entry in data.values():
         for node in (entry.get("outputs") or {}).values():
             for image in node.get("images") or []:
-                if str(image.get("filename", "")).startswith(prefix):
+                if str(image.get("subfolder", "")) == folder:
                     return _success_time(entry)
     return None
 
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> Path:
             result = generate(session, gateway.url, SOLID.body(SOLID.params()))
             if not result.ok:
                 raise RuntimeError(result.error)
-            return f"comfygate_{result.job_id}", result.answered_at
+            return result.job_id, result.answered_at
 
         def polling() -> tuple[str, float]:
             graph = SOLID.graph(SOLID.params())
@@ -113,8 +115,7 @@ def main(argv: list[str] | None = None) -> Path:
 
         def direct_run() -> tuple[str, float]:
             prompt_id = direct.submit(SOLID.graph(SOLID.params()))
-            direct.wait(prompt_id)
-            direct.fetch(prompt_id, SOLID.output_node)
+            direct.fetch(direct.wait(prompt_id), SOLID.output_node)
             return prompt_id, time.time()
 
         runners: dict[str, Runner] = {OURS: ours, POLLING: polling, DIRECT: direct_run}
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> Path:
                 try:
                     key, answered = runners[name]()
                     done = (
-                        finished_at_by_prefix(comfy_url, key)
+                        finished_at_by_job(comfy_url, key)
                         if name == OURS
                         else finished_at(comfy_url, key)
                     )

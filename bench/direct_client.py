@@ -1,9 +1,12 @@
 """An optimal direct ComfyUI client: the floor the gateway's overhead is measured against.
 
 It does the least a correct client must: one websocket kept open for all runs (so no connect
-per job), ``POST /prompt`` with its own prompt id, wait on the websocket for ``executing`` with
-``node: null`` for that prompt (ComfyUI sends it after writing /history), one
-``GET /history/{id}``, one ``GET /view`` per output. No validation, no storage, no retries.
+per job), ``POST /prompt`` with its own prompt id, the output files as the websocket's
+``executed`` messages name them, done at ``execution_success`` (ComfyUI has written the files
+by then; no need to wait for it to write /history, or to read it), one ``GET /view`` per
+output. No validation, no storage, no retries. (Until 2 December 2026 it waited for
+``executing`` with ``node: null`` and read ``/history``, as ComfyUI's own example client
+does; the gateway now ends a job the faster way, so the floor does too.)
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ class DirectClient:
         resp.raise_for_status()
         return prompt_id
 
-    def wait(self, prompt_id: str) -> None:
-        """Until ComfyUI says the prompt ended (bounded by ``timeout_s``)."""
+    def wait(self, prompt_id: str) -> dict[str, Any]:
+        """Until ComfyUI says the prompt succeeded (bounded by ``timeout_s``); returns the
+        outputs its ``executed`` messages reported, node by node."""
+        outputs: dict[str, Any] = {}
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             opcode, payload = self.ws.recv_data()
@@ -54,15 +59,17 @@ class DirectClient:
             data = message.get("data") or {}
             if data.get("prompt_id") != prompt_id:
                 continue
-            if message.get("type") == "execution_error":
-                raise RuntimeError(f"execution failed: {data.get('exception_message')}")
-            if message.get("type") == "executing" and data.get("node") is None:
-                return
+            kind = message.get("type")
+            if kind == "executed":
+                outputs[str(data.get("node"))] = data.get("output") or {}
+            elif kind == "execution_success":
+                return outputs
+            elif kind in ("execution_error", "execution_interrupted"):
+                raise RuntimeError(f"{kind}: {data.get('exception_message')}")
         raise TimeoutError(f"prompt {prompt_id} did not end in {self.timeout_s} s")
 
-    def fetch(self, prompt_id: str, node: str) -> bytes:
-        history = self.session.get(f"{self.base_url}/history/{prompt_id}", timeout=30).json()
-        image = history[prompt_id]["outputs"][node]["images"][0]
+    def fetch(self, outputs: dict[str, Any], node: str) -> bytes:
+        image = outputs[node]["images"][0]
         params = {k: image[k] for k in ("filename", "subfolder", "type")}
         resp = self.session.get(f"{self.base_url}/view", params=params, timeout=30)
         resp.raise_for_status()
@@ -70,5 +77,4 @@ class DirectClient:
 
     def run(self, graph: dict[str, Any], node: str) -> bytes:
         prompt_id = self.submit(graph)
-        self.wait(prompt_id)
-        return self.fetch(prompt_id, node)
+        return self.fetch(self.wait(prompt_id), node)

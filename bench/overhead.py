@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> Path:
             runners[PEER] = _peer(peer)
             report.extra_versions.update(peer_versions())
         for workload, n in workloads:
+            if n <= 0:
+                continue
             times, failures, cut = measure(runners, workload, n, warmup=1, budget_s=args.budget)
             results[workload.name] = {"times_s": times, "failures": failures, "cut_by_budget": cut}
             rows += _rows(workload, times, failures)

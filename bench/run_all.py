@@ -29,6 +29,7 @@ from bench.common import (
 # (module, uses the real ComfyUI and the peer)
 BENCHMARKS: list[tuple[str, bool]] = [
     ("overhead", True),
+    ("phases", True),
     ("completion", True),
     ("repetition", True),
     ("load", False),

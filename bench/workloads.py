@@ -41,10 +41,13 @@ class Workload:
         return {"template": self.template, **params}
 
     def graph(self, params: dict[str, Any], prefix: str | None = None) -> dict[str, Any]:
-        """The ComfyUI graph the gateway would send for these values."""
+        """The ComfyUI graph the gateway would send for these values; by default its file
+        goes to a folder of its own, as the gateway's do (``SaveImage`` lists the folder it
+        writes into to number the file: a client writing into a crowded ``output/`` pays
+        for every file there)."""
         template = _REGISTRY.get(self.template)
         values = resolve_params(template, validate_params(template, params))
-        return bind(template, values, prefix or f"bench_{uuid.uuid4().hex}")
+        return bind(template, values, prefix or f"bench/{uuid.uuid4().hex}/out")
 
 
 SOLID = Workload("model-free (solid 64x64)", "solid", "3", {"width": 64, "height": 64})

@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = [
     "overhead",
+    "phases",
     "completion",
     "repetition",
     "load",
@@ -24,7 +25,7 @@ BENCHMARKS = [
     "backend_growth",
     "replicas",
 ]
-REAL_PARTS = {"overhead", "completion", "repetition"}  # have --no-real / --no-peer
+REAL_PARTS = {"overhead", "phases", "completion", "repetition"}  # have --no-real / --no-peer
 
 pytest.importorskip("matplotlib", reason="the bench extra (matplotlib) is not installed")
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from comfygate.jobs.cache import cache_key
 from comfygate.testing.fake_comfyui import FakeComfyUI
@@ -102,10 +103,13 @@ def test_the_cache_survives_a_restart(fake: FakeComfyUI, make_app: MakeApp, tmp_
 
 def test_vanished_files_are_not_served(app: Flask, fake: FakeComfyUI) -> None:
     client = app.test_client()
-    generate(client, SEEDED)
+    first = generate(client, SEEDED)
     gateway = app.extensions["comfygate"]
+    # The entry is written as the job ends, after its answer.
+    assert wait_for(lambda: gateway.jobs.cache.size() > 0)
     [key] = [d for d in gateway.storage.root.iterdir() if len(d.name) == 64]  # the entry's
-    for path in key.iterdir():
+    # The entry's files and the job's own (an identical request is answered from either).
+    for path in [*key.iterdir(), *(gateway.storage.root / first.headers["X-Job-Id"]).iterdir()]:
         path.unlink()
     again = generate(client, SEEDED)
     assert len(fake.submissions) == 2
@@ -137,18 +141,31 @@ def test_eviction_by_size_least_recently_used_first(fake: FakeComfyUI, make_app:
     app = make_app([fake.url])
     client = app.test_client()
     solid = {"template": "solid", "width": 16, "height": 16}
-    sizes = {len(generate(client, {**solid, "color": c}).data) for c in (1, 2)}
-    [size] = sizes  # solid images of one size: equal files
-    cache = app.extensions["comfygate"].jobs.cache
+    jobs = app.extensions["comfygate"].jobs
+    cache = jobs.cache
+
+    def kept(resp: TestResponse) -> str:
+        """The entry's key; it is written as the job ends, after the answer."""
+        key = jobs.store.get(resp.headers["X-Job-Id"]).cache_key
+        assert wait_for(lambda: jobs.store.cache_get(key) is not None)
+        return str(key)
+
+    one = generate(client, {**solid, "color": 1})
+    two = generate(client, {**solid, "color": 2})
+    kept(one)
+    key_two = kept(two)
+    size = len(one.data)
+    assert len(two.data) == size  # solid images of one size: equal files
     assert cache.size() == 2 * size
     generate(client, {**solid, "color": 1})  # 1 is now the most recently used
     cache.max_bytes = 2 * size  # room for two
-    generate(client, {**solid, "color": 3})  # evicts 2, the least recently used
+    kept(generate(client, {**solid, "color": 3}))  # evicts 2, the least recently used
+    assert jobs.store.cache_get(key_two) is None
     assert len(fake.submissions) == 3
     generate(client, {**solid, "color": 1})
     generate(client, {**solid, "color": 3})
     assert len(fake.submissions) == 3  # both still cached
-    generate(client, {**solid, "color": 2})
+    kept(generate(client, {**solid, "color": 2}))
     assert len(fake.submissions) == 4  # evicted: ran again
     assert cache.size() <= cache.max_bytes
 
@@ -331,11 +348,17 @@ def test_an_entry_evicted_during_a_hit_runs_the_job_instead(
     app: Flask, client: FlaskClient, fake: FakeComfyUI
 ) -> None:
     first = generate(client, SEEDED)
-    storage = app.extensions["comfygate"].jobs.storage
+    jobs = app.extensions["comfygate"].jobs
+    storage = jobs.storage
+    key = jobs.store.get(first.headers["X-Job-Id"]).cache_key
+    assert wait_for(lambda: jobs.store.cache_get(key) is not None)  # written as the job ended
     real_copy = storage.copy
 
     def vanished(*args: Any) -> None:
         storage.copy = real_copy  # only this once
+        # Evicted, and the job that made it swept, between the lookup and the copies.
+        jobs.cache.drop(key)
+        storage.delete_group(first.headers["X-Job-Id"])
         raise FileNotFoundError("evicted meanwhile")
 
     storage.copy = vanished

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from comfygate.testing.fake_comfyui import DEFAULT_CHECKPOINT, FakeComfyUI
 from tests.conftest import MakeApp
 from tests.corpus import CORPUS
 from tests.corpus import object_info as corpus_object_info
+from tests.helpers import wait_for
 from tests.live import serve
 
 
@@ -63,8 +65,21 @@ SMALL = ("--param", "width=64", "--param", "height=64")
 # --- run ----------------------------------------------------------------------------------
 
 
-def test_run_saves_the_png_and_prints_its_path(runner: CliRunner, url: str, tmp_path: Path) -> None:
+def test_run_saves_the_png_and_prints_its_path(
+    runner: CliRunner, url: str, app: Flask, fake: FakeComfyUI, tmp_path: Path
+) -> None:
+    # The job starts once the command follows its events: it sees every step.
+    fake.hold()
+    events = app.extensions["comfygate"].jobs.events
+
+    def release_once_followed() -> None:
+        wait_for(lambda: events.subscriber_count() > 0)
+        fake.release()
+
+    release = threading.Thread(target=release_once_followed)
+    release.start()
     result = invoke(runner, url, "run", "--prompt", "a cat", "--param", "steps=2", *SMALL)
+    release.join(10)
     assert result.exit_code == 0, result.output
     [printed] = result.stdout.splitlines()
     path = Path(printed)

@@ -158,7 +158,6 @@ class Process:
             self.holdings,
             name,
             outputs,
-            None,
             TemplateRegistry.load(None),
             CostLimits(),
             Metrics(),

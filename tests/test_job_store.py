@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from comfygate.jobs.model import Job, JobStatus
+from comfygate.jobs.model import Job, JobStatus, Output
 from comfygate.jobs.sqlite import Database, GroupInsert
 from comfygate.jobs.sqlite_store import SQLiteJobStore
+from comfygate.jobs.store import CacheEntry
 
 
 def job(i: int) -> Job:
@@ -67,7 +68,7 @@ def test_a_duplicate_row_fails_alone(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(60)
     assert list(errors) == [7]
-    count = db.reader().execute("SELECT COUNT(*) FROM t").fetchone()[0]
+    count = db.one("SELECT COUNT(*) FROM t")[0]
     assert count == 32  # "taken" once, and the 31 others
     with pytest.raises(sqlite3.IntegrityError):
         inserts.insert(("taken", 1))  # alone, the error is its own
@@ -120,3 +121,21 @@ def test_a_file_of_the_version_before_leases_is_taken_over(tmp_path: Path) -> No
     assert claimed is not None
     assert claimed.id == waiting.id  # the one never sent is simply queued
     store.close()
+
+
+def test_a_file_made_before_the_cache_total_gets_it_from_its_entries(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    store = SQLiteJobStore(path)
+    for key, size in (("a", 100), ("b", 23)):
+        store.cache_put(CacheEntry(key, [Output(f"{key}.png", "image/png", size, "9")], size), 1.0)
+    store.close()
+    with sqlite3.connect(path) as conn:  # as an older version left it
+        conn.executescript(
+            "DROP TRIGGER cache_total_insert; DROP TRIGGER cache_total_delete; "
+            "DROP TRIGGER cache_total_update; DROP TABLE cache_total;"
+        )
+    reopened = SQLiteJobStore(path)
+    assert reopened.cache_size() == 123
+    reopened.cache_delete("a")
+    assert reopened.cache_size() == 23
+    reopened.close()

@@ -452,8 +452,11 @@ def test_in_flight_binds_a_key_to_one_live_job(store: JobStore) -> None:
     assert store.join_in_flight("other", second) == second
     store.leave_in_flight("key", second)  # not its binding: nothing happens
     assert store.join_in_flight("key", third) == first
-    finish(store, first)
-    assert store.join_in_flight("key", second) == second  # the twin ended: a new binding
+    finish(store, first, JobStatus.FAILED)
+    assert store.join_in_flight("key", second) == second  # the twin failed: a new binding
+    finish(store, second)
+    # Succeeded: bound until it leaves (its result is going into the cache meanwhile).
+    assert store.join_in_flight("key", third) == second
     store.leave_in_flight("key", second)
     assert store.join_in_flight("key", third) == third
     # The caller joins before it inserts: a job not written yet is bound all the same.

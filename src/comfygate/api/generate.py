@@ -31,7 +31,9 @@ def generate_from(body: Body) -> Response:
         )
     limit = gateway.settings.request_timeout_s
     timeout = min(req.timeout_s, limit) if req.timeout_s else limit
-    with waits.slot():  # before the job exists: a refused wait leaves nothing behind
+    # The slot before the job exists: a refused wait leaves nothing behind. The job is sent
+    # to ComfyUI by this thread, which waits for it anyway.
+    with waits.slot(), engine.jobs().submitting_here():
         job = engine.jobs().create(
             req.template, req.params, cache=req.cache, owner=auth.creating_owner(), images=images
         )

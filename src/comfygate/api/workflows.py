@@ -67,7 +67,10 @@ def run() -> Response:
         graph[node_id]["inputs"]["image"] = checked.filename()
         images[checked.filename()] = checked
     # A waiting request takes its slot before the job exists (api/waits.py).
-    with waits.slot() if wait else contextlib.nullcontext():
+    with (
+        waits.slot() if wait else contextlib.nullcontext(),
+        engine.jobs().submitting_here() if wait else contextlib.nullcontext(),
+    ):
         job = engine.jobs().create_raw(
             graph, allowed, owner=auth.creating_owner(), images=list(images.values())
         )

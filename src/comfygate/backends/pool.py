@@ -92,6 +92,11 @@ class Backend:
     object_info: dict[str, Any] = field(default_factory=dict)
     object_info_at: float = 0.0
     listener: WebsocketListener | None = None
+    # The model lists read from ``object_info``, kept until it is replaced (every request
+    # asks for them; reading them out of /object_info's answer was most of its validation).
+    _choices: tuple[dict[str, Any], dict[str, list[str]]] = field(
+        default_factory=lambda: ({}, {}), repr=False
+    )
 
     @property
     def healthy(self) -> bool:
@@ -114,9 +119,16 @@ class Backend:
         return limit - self.in_flight
 
     def model_choices(self, folder: str) -> list[str]:
-        node, name = MODEL_INPUTS.get(folder, ("", ""))
-        # Either combo form (UpscaleModelLoader has the newer): comfy/object_info.py reads both.
-        return [str(v) for v in combo_options(input_spec(self.object_info, node, name)) or []]
+        info, kept = self._choices
+        if info is not self.object_info:
+            info, kept = self._choices = (self.object_info, {})
+        found = kept.get(folder)
+        if found is None:
+            node, name = MODEL_INPUTS.get(folder, ("", ""))
+            # Either combo form (UpscaleModelLoader has the newer): object_info.py reads both.
+            options = combo_options(input_spec(info, node, name)) or []
+            found = kept[folder] = [str(v) for v in options]
+        return found
 
     def status(self, *, show_url: bool = False) -> dict[str, Any]:
         models = sum(len(self.model_choices(folder)) for folder in MODEL_INPUTS)

@@ -19,7 +19,13 @@ from comfygate import ids
 from comfygate.backends.pool import BackendPool
 from comfygate.backends.requirements import requirements
 from comfygate.comfy.folders import job_output_prefix
-from comfygate.errors import BackendUnavailable, Conflict, NotFound, ValidationFailed
+from comfygate.errors import (
+    BackendUnavailable,
+    Conflict,
+    NotFound,
+    StorageFailed,
+    ValidationFailed,
+)
 from comfygate.inputs.images import CheckedImage
 from comfygate.jobs.bus import Empty
 from comfygate.jobs.cache import CacheHit, ResultCache, cache_key
@@ -207,7 +213,8 @@ class Admission:
         hit = self.cache.get(job.cache_key)
         if hit is not None and not self.cache.give(hit, job.id):
             hit = None  # evicted between the lookup and the copies: run it after all
-        self.metrics.cache.labels("hit" if hit else "miss").inc()
+        if hit is not None:  # a miss is counted when the request is not answered after all
+            self.metrics.cache.labels("hit").inc()
         return hit
 
     def enqueue(self, job: Job, *, cache: bool = True) -> Job:
@@ -220,13 +227,52 @@ class Admission:
                 twin = self._twin(bound)
                 if twin is not None and not twin.status.terminal:
                     log.info("coalesced", extra={"job_id": twin.id})
+                    self.metrics.cache.labels("miss").inc()
                     return twin
+                if twin is not None and twin.status is JobStatus.SUCCEEDED and twin.outputs:
+                    # It succeeded a moment ago and its result is going into the cache
+                    # (the key is left after that): answered from its files, as a hit.
+                    answered = self._answer_from_twin(job, twin)
+                    if answered is not None:
+                        return answered
                 # Its twin ended meanwhile, or never got written (a crash): take its place.
                 self.store.leave_in_flight(key, bound)
                 self.store.join_in_flight(key, job.id)
+            # A twin that left the key just now had put its result in the cache first.
+            hit = self._hit(job)
+            if hit is not None:
+                self.store.leave_in_flight(key, job.id)
+                return self._answered(job, hit)
+            self.metrics.cache.labels("miss").inc()
         self.ledger.create(job)
         log.info("job created", extra={"job_id": job.id, "template": job.template})
         return job
+
+    def _hit(self, job: Job) -> CacheHit | None:
+        """A second look in the cache (not counted again as a miss)."""
+        if job.cache_key is None or self.cache is None:
+            return None
+        hit = self.cache.get(job.cache_key)
+        if hit is None or not self.cache.give(hit, job.id):
+            return None
+        self.metrics.cache.labels("hit").inc()
+        return hit
+
+    def _answer_from_twin(self, job: Job, twin: Job) -> Job | None:
+        try:
+            for output in twin.outputs:
+                self.outputs.copy(twin.id, output.filename, job.id)
+        except (OSError, StorageFailed):
+            self.outputs.delete_group(job.id)
+            return None  # gone meanwhile: run it after all
+        self.metrics.cache.labels("hit").inc()
+        assert job.cache_key is not None
+        return self._answered(job, CacheHit(job.cache_key, list(twin.outputs)))
+
+    def _answered(self, job: Job, hit: CacheHit) -> Job:
+        if job.inputs:
+            self.inputs.delete_group(job.id)  # never uploaded: not needed
+        return self.answer_from_cache(job, hit)
 
     def _twin(self, job_id: str) -> Job | None:
         """The job bound to a key. A twin bound a moment ago is written a moment later (it

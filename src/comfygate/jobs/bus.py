@@ -27,9 +27,19 @@ CLOSING = "closing"
 Empty = queue.Empty  # what Subscription.get raises when its timeout passes
 
 
+# Handed by this process's watcher to a local waiter, never published: "collect this job
+# yourself" (its data: {"entry": the HistoryEntry}); the waiter saves the hand-off to the
+# downloads executor.
+COLLECT = "collect"
+
+
 class Subscription(Protocol):
     def get(self, timeout: float) -> JobUpdate:
         """The next update; raises ``Empty`` after ``timeout`` seconds without one."""
+        ...
+
+    def hand(self, update: JobUpdate) -> None:
+        """An update from this process itself, not through the bus (``COLLECT``)."""
         ...
 
 

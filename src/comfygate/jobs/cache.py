@@ -134,9 +134,10 @@ class ResultCache:
     def put(self, key: str, outputs: list[Output], job_id: str) -> None:
         """Keep a job's outputs under the key (copies of the job's files)."""
         size = sum(o.size for o in outputs)
-        if not outputs or size > self.max_bytes:
-            return
-        self.storage.delete_group(key)
+        if not outputs or size > self.max_bytes or self.store.cache_get(key) is not None:
+            return  # kept already (by a job that ran with cache: false, say): served as it is
+        # No deletion first: the same key names the same files, each copy replaces its file
+        # whole, and a hit served meanwhile reads the old file or the new one.
         for output in outputs:
             self.storage.copy(job_id, output.filename, key)
         self._used.pop(key, None)

@@ -1,10 +1,12 @@
 """Collection: the end of a job on ComfyUI, to its end state in the ledger.
 
-One /history read; on success, every output is streamed from /view into the output storage
-(on the downloads executor, never the submissions'), checked against the cost limits, put in
-the result cache, and only then the job succeeds. A failure reads the failing node from the
-history (or the websocket's ``execution_error``). A storage that cannot be written is tried
-again a few times; then the job fails with a clear error and nothing of it is kept.
+The outputs as the websocket's ``executed`` messages named them (a success the websocket
+saw whole), or one /history read; on success, every output is streamed from /view into the
+output storage (on the downloads executor, never the submissions'), checked against the cost
+limits, and only then the job succeeds (the result cache gets it as the job ends). A failure
+reads the failing node from the history (or the websocket's ``execution_error``). A storage
+that cannot be written is tried again a few times; then the job fails with a clear error and
+nothing of it is kept.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from comfygate.backends.pool import Backend, BackendPool
 from comfygate.comfy.client import HistoryEntry, OutputRef
 from comfygate.errors import ComfyGateError, GenerationFailed, StorageFailed
 from comfygate.jobs.bus import EventBus
-from comfygate.jobs.cache import ResultCache
 from comfygate.jobs.holdings import Holdings
 from comfygate.jobs.ledger import Ledger
 from comfygate.jobs.model import Job, Output, now
@@ -61,7 +62,6 @@ class Collector:
         holdings: Holdings,
         holder: str,
         outputs: OutputStorage,
-        cache: ResultCache | None,
         templates: TemplateRegistry,
         limits: CostLimits,
         metrics: Metrics,
@@ -73,7 +73,6 @@ class Collector:
         self.holdings = holdings
         self.holder = holder
         self.outputs = outputs
-        self.cache = cache
         self.templates = templates
         self.limits = limits
         self.metrics = metrics
@@ -125,13 +124,8 @@ class Collector:
             self._discard(job.id)  # nothing of it is kept, or cached
             self.ledger.failed(job.id, over.error, self.holder)
             return
-        if job.cache_key is not None and self.cache is not None:
-            # Before the job is done: a caller who asks again right after its answer must
-            # find it in the cache.
-            try:
-                self.cache.put(job.cache_key, outputs, job.id)
-            except (OSError, StorageFailed) as exc:
-                log.warning("could not cache the result: %s", exc, extra={"job_id": job.id})
+        # The result goes into the cache when the job has ended (JobEngine._ended), not
+        # before: the waiting caller does not wait for the copies.
         done = self.ledger.succeeded(job.id, outputs, self.holder, current=job)
         if done is None:
             # Ended meanwhile (cancelled, its deadline) or taken over: not ours to keep.

@@ -4,7 +4,9 @@ A dispatcher is a holder (its owner id, also its ComfyUI client id). It claims j
 lease and renews the leases of the jobs it holds; a job whose holder stopped renewing (a
 process that died) is taken over by whichever dispatcher finds it first: the same code at
 start (a restart takes back its own jobs at once) and while running. Submissions run on an
-executor of their own, so a slow ComfyUI never delays the claims of the others.
+executor of their own, so a slow ComfyUI never delays the claims of the others; except in a
+``submitting_here()`` block (a synchronous request, which waits for its job anyway), where the
+thread that queued a job sends the first one it claims itself, saving the hand-off.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from comfygate.backends.pool import Backend, BackendPool
@@ -34,6 +38,19 @@ class DispatchOptions:
 
 
 Reconcile = Callable[[str], None]
+
+_QUEUED = frozenset({JobStatus.QUEUED})
+_SUBMIT_HERE: ContextVar[bool] = ContextVar("submit_here", default=False)
+
+
+@contextmanager
+def submitting_here() -> Iterator[None]:
+    """A job this thread queues in the block is sent to ComfyUI by this thread."""
+    token = _SUBMIT_HERE.set(True)
+    try:
+        yield
+    finally:
+        _SUBMIT_HERE.reset(token)
 
 
 class Dispatcher:
@@ -67,7 +84,12 @@ class Dispatcher:
         """Claim and submit queued jobs while a backend has room; returns how many."""
         tried: list[str] = []
         sent = 0
+        here = known = _SUBMIT_HERE.get()  # the thread that has just queued a job knows one is
         while self.pool.has_room():
+            # Nothing queued is found by a read, not by a claim (a write) that finds nothing.
+            if not known and not self.store.count(_QUEUED):
+                break
+            known = False
             job = self.store.claim(self.holder, self.until(), time.time(), tried)
             if job is None:
                 break
@@ -84,6 +106,10 @@ class Dispatcher:
                 continue
             self.holdings.add(Held(job.id, backend.name, prompt_id, submitting=True))
             sent += 1
+            if here:  # the first one only: the rest go to the executor
+                here = False
+                self._submit(submitted, backend)
+                continue
             try:
                 self.submissions.submit(self._submit, submitted, backend)
             except RuntimeError:  # stopping: the job stays submitted; recovery follows it

@@ -27,12 +27,12 @@ from comfygate.comfy.folders import LocalFolders
 from comfygate.errors import Conflict, GatewayStopping, StorageFailed
 from comfygate.jobs import batches, retention
 from comfygate.jobs.admission import Admission, AdmissionOptions
-from comfygate.jobs.bus import CLOSING, Empty, EventBus
+from comfygate.jobs.bus import CLOSING, COLLECT, Empty, EventBus
 from comfygate.jobs.cache import ResultCache
 from comfygate.jobs.collect import Collector
-from comfygate.jobs.dispatch import Dispatcher, DispatchOptions
+from comfygate.jobs.dispatch import Dispatcher, DispatchOptions, submitting_here
 from comfygate.jobs.holdings import Holdings
-from comfygate.jobs.ledger import Ledger
+from comfygate.jobs.ledger import Ledger, ending_later
 from comfygate.jobs.memory_bus import MemoryBus
 from comfygate.jobs.model import Delivery, Job, JobStatus
 from comfygate.jobs.reconcile import Reconciler
@@ -125,7 +125,6 @@ class JobEngine:
             self.holdings,
             holder,
             storage,
-            self.cache,
             templates,
             opts.limits,
             self.metrics,
@@ -154,9 +153,11 @@ class JobEngine:
         if self.webhooks is not None:
             self.ledger.set_delivery(self.webhooks.delivery_for)
         self.ledger.on_end(self._ended)
+        self.ledger.set_later(lambda fn: self._later(fn))
         self.ledger.on_queued(self._claim_now)
         # What api/ calls to make jobs (admission.py); batches below.
         self.create = self.admission.create
+        self.submitting_here = submitting_here
         self.create_raw = self.admission.create_raw
         pool.set_handlers(self.watcher.on_event, self._on_connection, self._wake.set, self._down)
 
@@ -247,6 +248,8 @@ class JobEngine:
             self._wake.set()
 
     def _on_connection(self, backend: Backend, connected: bool) -> None:
+        for held in self.holdings.on(backend.name):
+            held.events_gap = True  # what the websocket said of it may be incomplete
         if connected:
             # Events sent while we were away are lost: ask ComfyUI about every job held there.
             self._later(self.reconciler.backend, backend.name)
@@ -292,19 +295,26 @@ class JobEngine:
         """Block until the job ends; None if ``timeout_s`` passes first. GatewayStopping
         (503) if the gateway stops meanwhile: the job itself goes on."""
         deadline = time.monotonic() + timeout_s
-        with self.events.subscribe(job_id) as updates:
+        with self.events.subscribe(job_id) as updates, self.holdings.waiting(job_id, updates):
             job = self.get(job_id)
             while not job.status.terminal:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 try:
-                    kind, _ = updates.get(timeout=min(remaining, WAIT_RECHECK_S))
+                    kind, data = updates.get(timeout=min(remaining, WAIT_RECHECK_S))
                 except Empty:
                     # An event can be lost (a Redis bus that was away): the store says.
                     job = self.get(job_id)
                     continue
-                if kind == "done":
+                if kind == COLLECT:  # ComfyUI says it succeeded: collect it in this thread
+                    try:
+                        with ending_later():  # answer first; the end's bookkeeping after
+                            self.collector.finalize(job_id, data["entry"])
+                    except Exception:  # the end from /history (executing: null) follows
+                        log.exception("collecting in the waiting request failed")
+                    job = self.get(job_id)
+                elif kind == "done":
                     job = self.get(job_id)
                 elif kind == CLOSING:
                     raise GatewayStopping(
@@ -353,11 +363,23 @@ class JobEngine:
 
     # --- the end of a job (in the process that wrote it) ------------------------------------
 
+    def _cache_result(self, job: Job) -> None:
+        if job.cache_key is None or self.cache is None:
+            return
+        try:
+            self.cache.put(job.cache_key, job.outputs, job.id)
+        except (OSError, StorageFailed) as exc:
+            log.warning("could not cache the result: %s", exc, extra={"job_id": job.id})
+
     def _record_webhook(self, delivery: Delivery) -> None:
         self.ledger.webhook_state(delivery.job_id, delivery)
 
     def _ended(self, before: JobStatus, job: Job) -> None:
         self.dispatcher.ended(job.id)
+        if job.status is JobStatus.SUCCEEDED and not job.cached:
+            self._cache_result(job)
+        # After the cache has the result: until then an identical request finds this job by
+        # its key, and is answered from its files (Admission.enqueue).
         key = self.admission.in_flight_key(job)
         if key is not None:
             self.store.leave_in_flight(key, job.id)

@@ -9,8 +9,12 @@ process sees the same jobs in the store, with this process as their holder.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from comfygate.jobs.bus import Subscription
 
 
 @dataclass
@@ -30,6 +34,10 @@ class Held:
     checked: float = field(default=0.0)  # last reconciliation (monotonic)
     finalizing: bool = False
     running: bool = False  # seen running: later "executing" events need no store read
+    # What the websocket's ``executed`` messages reported, node by node: the same as the
+    # outputs /history will list, unless an event may have been missed (``events_gap``).
+    ui_outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events_gap: bool = False
 
 
 class Holdings:
@@ -37,6 +45,24 @@ class Holdings:
         self._lock = threading.Lock()
         self._by_job: dict[str, Held] = {}
         self._by_prompt: dict[str, str] = {}
+        # job id -> a synchronous request of this process waiting for it (JobEngine.wait):
+        # it collects the job's outputs itself when ComfyUI says it succeeded.
+        self._waiters: dict[str, Subscription] = {}
+
+    @contextmanager
+    def waiting(self, job_id: str, updates: Subscription) -> Iterator[None]:
+        with self._lock:
+            first = self._waiters.setdefault(job_id, updates) is updates
+        try:
+            yield
+        finally:
+            if first:
+                with self._lock:
+                    self._waiters.pop(job_id, None)
+
+    def waiter(self, job_id: str) -> Subscription | None:
+        with self._lock:
+            return self._waiters.get(job_id)
 
     def add(self, held: Held) -> None:
         with self._lock:

@@ -19,7 +19,9 @@ or a holder it did not expect and gets ``None``: it stops acting on that job.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from comfygate.jobs.bus import EventBus
@@ -57,6 +59,21 @@ def payload(job: Job) -> dict[str, Any]:
     return {**job.public(), VERSION: job.version}
 
 
+_END_LATER: ContextVar[bool] = ContextVar("end_later", default=False)
+
+
+@contextmanager
+def ending_later() -> Iterator[None]:
+    """A job this thread ends in the block has its end listeners (the result cache, the
+    coalescing key, the backend's slot, metrics, the log line) run on another thread: for a
+    waiting request that collects its own job and answers right after."""
+    token = _END_LATER.set(True)
+    try:
+        yield
+    finally:
+        _END_LATER.reset(token)
+
+
 class Ledger:
     def __init__(self, store: JobStore, bus: EventBus) -> None:
         self.store = store
@@ -64,6 +81,11 @@ class Ledger:
         self._delivery_for: DeliveryFor = lambda job: None
         self._on_end: list[EndListener] = []
         self._on_queued: list[Callable[[], None]] = []
+        self._later: Callable[[Callable[[], None]], None] | None = None
+
+    def set_later(self, later: Callable[[Callable[[], None]], None]) -> None:
+        """Where the end listeners of a job ended in an ``ending_later()`` block run."""
+        self._later = later
 
     def set_delivery(self, factory: DeliveryFor) -> None:
         """What a job that ends sends (its webhook), written in the same step as the end."""
@@ -145,11 +167,17 @@ class Ledger:
             self.bus.publish(job.id, publish, data)
         if job.status.terminal and not before.terminal:
             self.bus.publish(job.id, "done", data)
-            for listener in self._on_end:
-                try:
-                    listener(before, job)
-                except Exception:
-                    log.exception("a job-end listener failed", extra={"job_id": job.id})
+            if _END_LATER.get() and self._later is not None:
+                self._later(lambda: self._ended(before, job))
+            else:
+                self._ended(before, job)
+
+    def _ended(self, before: JobStatus, job: Job) -> None:
+        for listener in self._on_end:
+            try:
+                listener(before, job)
+            except Exception:
+                log.exception("a job-end listener failed", extra={"job_id": job.id})
 
     # --- named transitions -----------------------------------------------------------------
 

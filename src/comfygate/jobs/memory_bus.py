@@ -42,6 +42,8 @@ class _Queue:
     def put(self, update: JobUpdate) -> None:
         self._queue.put(update)
 
+    hand = put
+
 
 @dataclass
 class _Last:

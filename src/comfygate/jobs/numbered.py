@@ -65,6 +65,9 @@ class NumberedQueue:
     def get(self, timeout: float) -> JobUpdate:
         return self._queue.get(timeout=timeout)
 
+    def hand(self, update: JobUpdate) -> None:
+        self._queue.put(update)  # local, not numbered: never a bus event
+
     def offer(self, event: NumberedEvent) -> None:
         with self._lock:
             if self.primed.is_set():

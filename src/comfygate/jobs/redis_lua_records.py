@@ -8,7 +8,8 @@ from __future__ import annotations
 from comfygate.jobs.redis_lua import PRELUDE
 
 # ARGV: P, key, job id, ttl_ms. The job id bound now: another one stays bound while it is
-# unfinished or not written yet (the caller joins before it inserts).
+# unfinished, succeeded (until it leaves) or not written yet (the caller joins before it
+# inserts).
 JOIN_IN_FLIGHT = (
     PRELUDE
     + """
@@ -16,7 +17,7 @@ local fk = P .. 'inflight:' .. ARGV[2]
 local cur = redis.call('GET', fk)
 if cur and cur ~= ARGV[3] then
   local status = redis.call('HGET', jobkey(cur), 'status')
-  if not status or not TERMINAL[status] then return cur end
+  if not status or not TERMINAL[status] or status == 'succeeded' then return cur end
 end
 redis.call('SET', fk, ARGV[3], 'PX', ARGV[4])
 local rk = P .. 'job-inflight:' .. ARGV[3]

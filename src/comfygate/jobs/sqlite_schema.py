@@ -44,6 +44,23 @@ CREATE TABLE IF NOT EXISTS cache_entries (
     last_used REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cache_lru ON cache_entries (last_used);
+-- The cache's total size, kept by triggers: every put asks for it (eviction), and a SUM over
+-- the entries grew with them. Filled once from the entries of a file made before it.
+CREATE TABLE IF NOT EXISTS cache_total (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO cache_total (id, bytes)
+    SELECT 1, COALESCE(SUM(size), 0) FROM cache_entries;
+CREATE TRIGGER IF NOT EXISTS cache_total_insert AFTER INSERT ON cache_entries BEGIN
+    UPDATE cache_total SET bytes = bytes + NEW.size WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS cache_total_delete AFTER DELETE ON cache_entries BEGIN
+    UPDATE cache_total SET bytes = bytes - OLD.size WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS cache_total_update AFTER UPDATE OF size ON cache_entries BEGIN
+    UPDATE cache_total SET bytes = bytes - OLD.size + NEW.size WHERE id = 1;
+END;
 """
 # Added to ``jobs`` after 0.x: a file made by an older version gets them at open.
 LEASE_COLUMNS = {

@@ -43,7 +43,7 @@ class SQLiteJobStore:
         self._db.close()
 
     def ping(self) -> None:
-        self._db.reader().execute("SELECT 1").fetchone()
+        self._db.one("SELECT 1")
 
     # --- jobs ------------------------------------------------------------------------------
 
@@ -55,9 +55,7 @@ class SQLiteJobStore:
 
     def get(self, job_id: str) -> Job | None:
         row = (
-            self._db.reader()
-            .execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))  # noqa: S608
-            .fetchone()
+            self._db.one(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))  # noqa: S608
         )
         return _job(row) if row else None
 
@@ -117,30 +115,22 @@ class SQLiteJobStore:
             args.append(before)
         sql += " ORDER BY seq DESC LIMIT ?"
         args.append(limit + 1)
-        rows = self._db.reader().execute(sql, args).fetchall()
+        rows = self._db.all(sql, args)
         jobs = [_job(row[1:]) for row in rows[:limit]]
         return jobs, encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
 
     def unfinished(self) -> list[Job]:
-        rows = (
-            self._db.reader()
-            .execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE status IN (?, ?, ?) ORDER BY seq",  # noqa: S608
-                _UNFINISHED,
-            )
-            .fetchall()
+        rows = self._db.all(
+            f"SELECT {_COLUMNS} FROM jobs WHERE status IN (?, ?, ?) ORDER BY seq",  # noqa: S608
+            _UNFINISHED,
         )
         return [_job(r) for r in rows]
 
     def count(self, statuses: frozenset[JobStatus]) -> int:
         marks = ", ".join("?" * len(statuses))
-        row = (
-            self._db.reader()
-            .execute(
-                f"SELECT COUNT(*) FROM jobs WHERE status IN ({marks})",  # noqa: S608
-                [s.value for s in statuses],
-            )
-            .fetchone()
+        row = self._db.one(
+            f"SELECT COUNT(*) FROM jobs WHERE status IN ({marks})",  # noqa: S608
+            [s.value for s in statuses],
         )
         return int(row[0])
 
@@ -154,13 +144,9 @@ class SQLiteJobStore:
             conn.execute("COMMIT")
 
     def finished_before(self, timestamp: float, limit: int = 500) -> list[str]:
-        rows = (
-            self._db.reader()
-            .execute(
-                "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
-                (timestamp, limit),
-            )
-            .fetchall()
+        rows = self._db.all(
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
+            (timestamp, limit),
         )
         return [r[0] for r in rows]
 
@@ -213,14 +199,14 @@ class SQLiteJobStore:
 
     def join_in_flight(self, key: str, job_id: str) -> str:
         # One statement (the hot path of every cacheable job): bind, or keep the bound job
-        # unless it has ended.
+        # unless it failed or was cancelled.
         with self._db.writing() as conn:
             row = conn.execute(
                 "INSERT INTO in_flight (key, job_id) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
                 "SET job_id = CASE WHEN (SELECT status FROM jobs WHERE id = in_flight.job_id) "
-                "NOT IN (?, ?, ?) THEN excluded.job_id ELSE in_flight.job_id END "
+                "NOT IN (?, ?, ?, ?) THEN excluded.job_id ELSE in_flight.job_id END "
                 "RETURNING job_id",
-                (key, job_id, *_UNFINISHED),
+                (key, job_id, *_UNFINISHED, JobStatus.SUCCEEDED.value),
             ).fetchone()
         return str(row[0])
 
@@ -253,21 +239,13 @@ class SQLiteJobStore:
             )
 
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:
-        row = (
-            self._db.reader()
-            .execute("SELECT data FROM batches WHERE id = ?", (batch_id,))
-            .fetchone()
-        )
+        row = self._db.one("SELECT data FROM batches WHERE id = ?", (batch_id,))
         return dict(json.loads(row[0])) if row else None
 
     # --- the result cache's index ----------------------------------------------------------
 
     def cache_get(self, key: str) -> CacheEntry | None:
-        row = (
-            self._db.reader()
-            .execute("SELECT outputs, size FROM cache_entries WHERE key = ?", (key,))
-            .fetchone()
-        )
+        row = self._db.one("SELECT outputs, size FROM cache_entries WHERE key = ?", (key,))
         if row is None:
             return None
         return CacheEntry(key, [Output(**o) for o in json.loads(row[0])], int(row[1]))
@@ -275,8 +253,11 @@ class SQLiteJobStore:
     def cache_put(self, entry: CacheEntry, used_at: float) -> None:
         with self._db.writing() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO cache_entries (key, outputs, size, last_used) "
-                "VALUES (?, ?, ?, ?)",
+                # An upsert, not INSERT OR REPLACE: a replaced row fires no delete trigger,
+                # and cache_total's would count it twice.
+                "INSERT INTO cache_entries (key, outputs, size, last_used) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET outputs = excluded.outputs, "
+                "size = excluded.size, last_used = excluded.last_used",
                 (entry.key, json.dumps([o.__dict__ for o in entry.outputs]), entry.size, used_at),
             )
 
@@ -293,17 +274,11 @@ class SQLiteJobStore:
             conn.execute("DELETE FROM cache_entries WHERE key = ?", (key,))
 
     def cache_size(self) -> int:
-        row = (
-            self._db.reader().execute("SELECT COALESCE(SUM(size), 0) FROM cache_entries").fetchone()
-        )
-        return int(row[0])
+        row = self._db.one("SELECT bytes FROM cache_total WHERE id = 1")
+        return int(row[0]) if row else 0
 
     def cache_oldest(self, limit: int) -> list[str]:
-        rows = (
-            self._db.reader()
-            .execute("SELECT key FROM cache_entries ORDER BY last_used LIMIT ?", (limit,))
-            .fetchall()
-        )
+        rows = self._db.all("SELECT key FROM cache_entries ORDER BY last_used LIMIT ?", (limit,))
         return [str(r[0]) for r in rows]
 
     # --- the webhook outbox ----------------------------------------------------------------
@@ -319,10 +294,8 @@ class SQLiteJobStore:
         return [Delivery.from_record(json.loads(r[0])) for r in rows]
 
     def next_delivery_at(self) -> float | None:
-        row = (
-            self._db.reader()
-            .execute("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending'")
-            .fetchone()
+        row = self._db.one(
+            "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending'"
         )
         return float(row[0]) if row and row[0] is not None else None
 
@@ -331,11 +304,7 @@ class SQLiteJobStore:
             conn.execute(_SAVE_DELIVERY, _delivery_row(delivery))
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
-        row = (
-            self._db.reader()
-            .execute("SELECT data FROM webhook_deliveries WHERE id = ?", (delivery_id,))
-            .fetchone()
-        )
+        row = self._db.one("SELECT data FROM webhook_deliveries WHERE id = ?", (delivery_id,))
         return Delivery.from_record(json.loads(row[0])) if row else None
 
 

@@ -111,9 +111,10 @@ class JobStore(Protocol):
 
     # --- coalescing ------------------------------------------------------------------------
     def join_in_flight(self, key: str, job_id: str) -> str:
-        """Bind ``key`` to ``job_id`` unless another job is bound to it that is unfinished or
-        not written yet (the caller joins before it inserts its job); a bound job that has
-        ended is replaced. Returns the job id bound now (``job_id``, or the twin's)."""
+        """Bind ``key`` to ``job_id`` unless another job is bound to it that is unfinished,
+        not written yet (the caller joins before it inserts its job) or succeeded (it leaves
+        once its result is in the cache); one that failed or was cancelled is replaced.
+        Returns the job id bound now (``job_id``, or the twin's)."""
         ...
 
     def leave_in_flight(self, key: str, job_id: str) -> None:

@@ -3,8 +3,10 @@
 ComfyUI sends a prompt's events to the client id that submitted it: this process's (its
 holder id). ``execution_start`` or a first ``executing`` node: running. ``progress``: the
 job's progress (published at once, written at most once a second). ``executed``: the
-run-time cost limits (images counted as reported; their size read from the first bytes).
-``executing`` with ``node: null`` (sent after ComfyUI wrote /history): collection.
+outputs the job made, and the run-time cost limits (images counted as reported; their size
+read from the first bytes). ``execution_success``: collection, from the outputs the
+``executed`` messages named. ``executing`` with ``node: null`` (sent after ComfyUI wrote
+/history): collection from /history, for every other end (and after a gap in the events).
 """
 
 from __future__ import annotations
@@ -16,17 +18,22 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from comfygate.backends.pool import Backend, BackendPool
-from comfygate.comfy.client import OutputRef, execution_error_details, parse_history_entry
+from comfygate.comfy.client import (
+    OutputRef,
+    execution_error_details,
+    parse_history_entry,
+)
 from comfygate.comfy.events import (
     Event,
     Executed,
     Executing,
     ExecutionError,
     ExecutionStart,
+    ExecutionSuccess,
     Progress,
 )
 from comfygate.errors import ComfyGateError, Conflict, NotFound
-from comfygate.jobs.bus import EventBus
+from comfygate.jobs.bus import COLLECT, EventBus
 from comfygate.jobs.collect import Collector, returned_refs
 from comfygate.jobs.holdings import Held, Holdings
 from comfygate.jobs.ledger import Ledger
@@ -86,9 +93,28 @@ class Watcher:
                     }
                 )
             case Executed():
+                held.ui_outputs[event.node] = event.output
                 self._count_returned(held, event)
+            case ExecutionSuccess() if held.ui_outputs and not held.events_gap:
+                # Every output node's ``executed`` came before this (one connection, in
+                # order; cached nodes send theirs too), and its files are written: collect
+                # now, without the /history read and without waiting for ComfyUI to write it.
+                # (Nothing reported, or a reconnect on the way: /history decides.)
+                entry = parse_history_entry(
+                    event.prompt_id,
+                    {
+                        "outputs": held.ui_outputs,
+                        "status": {"status_str": "success", "completed": True},
+                    },
+                )
+                waiter = self.holdings.waiter(held.job_id)
+                if waiter is not None:  # a request here waits for it: it collects it itself
+                    waiter.hand((COLLECT, {"entry": entry}))
+                else:
+                    self._later(self.collector.finalize, held.job_id, entry)
             case Executing(node=None):
-                # Sent after ComfyUI wrote /history: the job's end, whatever it was.
+                # Sent after ComfyUI wrote /history: the job's end, whatever it was (already
+                # being collected after a success: finalize does nothing then).
                 self._later(self.collector.finalize, held.job_id)
 
     def _later(self, fn: Any, *args: Any) -> None:

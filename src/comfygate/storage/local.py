@@ -80,12 +80,16 @@ class LocalStorage:
     def _path(self, group: str, name: str | None = None) -> Path | None:
         if not valid(group, name):
             return None
-        path = self.root / group if name is None else self.root / group / name
-        # resolve() follows symlinks: a link pointing out of the root is refused too.
-        resolved = path.resolve()
-        if not resolved.is_relative_to(self.root):
+        # A valid group and name are single plain components (no separator, no dots to
+        # climb), so the path can leave the root only through a symlink: refuse any, with
+        # one lstat per component instead of a realpath of the whole path.
+        folder = os.path.join(self.root, group)
+        if os.path.islink(folder):
             return None
-        return resolved
+        if name is None:
+            return Path(folder)
+        path = os.path.join(folder, name)
+        return None if os.path.islink(path) else Path(path)
 
     def _target(self, group: str, name: str) -> Path:
         require_valid(group, name)

@@ -71,6 +71,7 @@ class FakeComfyUI:
             list(checkpoints) if checkpoints is not None else [DEFAULT_CHECKPOINT]
         )
         self.submissions: list[dict[str, Any]] = []
+        self.requests_seen: list[tuple[str, str]] = []  # (method, path) of every HTTP request
         self.port: int = port
         self.url: str = ""
         self._state = State()

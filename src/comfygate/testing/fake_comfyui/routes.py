@@ -71,6 +71,7 @@ def make_app(server: Server) -> web.Application:
 
     @web.middleware
     async def delay_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        fake.requests_seen.append((request.method, request.path))  # for tests to look at
         if fake.http_delay_s > 0:
             await asyncio.sleep(fake.http_delay_s)
         return await handler(request)
