@@ -60,9 +60,7 @@ class SQLiteJobStore:
         return _job(row) if row else None
 
     def version(self, job_id: str) -> int | None:
-        row = (
-            self._db.reader().execute("SELECT version FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        )
+        row = self._db.one("SELECT version FROM jobs WHERE id = ?", (job_id,))
         return int(row[0]) if row else None
 
     def swap(self, job: Job, expected: int, delivery: Delivery | None = None) -> bool:
