@@ -867,10 +867,12 @@ class Hello(_Managed):
         waitress: Mapping[str, object] | None = None,
         server: str = "waitress",
         static_file: Path | None = None,
+        json_file: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         self.static_file = static_file
+        self.json_file = json_file  # answered at /json (bench/hello.py)
         if server == "gunicorn":
             self.cmd = gunicorn_command("bench.hello:make_app()", self.port, threads)
         else:
@@ -879,7 +881,9 @@ class Hello(_Managed):
         self.log_file = work_dir / f"hello-{self.port}.log"
 
     def start(self, timeout_s: float = 30.0) -> Self:
-        extra = {"HELLO_STATIC_FILE": str(self.static_file)} if self.static_file else None
+        extra = {"HELLO_STATIC_FILE": str(self.static_file)} if self.static_file else {}
+        if self.json_file:
+            extra["HELLO_JSON_FILE"] = str(self.json_file)
         self._spawn(self.cmd, clean_env(extra), self.log_file)
         try:
             wait_http(self.url + "/", timeout_s)

@@ -1,5 +1,8 @@
 """The ceiling: a bare Flask app answering ``hello`` on the same WSGI server as the gateway
-(waitress, same thread count and adjustments as ``comfygate serve``).
+(waitress, same thread count and adjustments as ``comfygate serve``). With
+``HELLO_JSON_FILE``, ``/json`` answers that file's JSON object through ``jsonify`` (the
+baseline for job reads: the very job object, so the same bytes); with ``HELLO_STATIC_FILE``,
+``/static.png`` serves that file (the baseline for cache hits).
 
     .venv/bin/python -m bench.hello --port 8299 --threads 64
 """
@@ -8,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from flask import Flask, Response, send_file
+from flask import Flask, Response, jsonify, send_file
 from waitress.server import create_server
 
 from bench.serve import _value
@@ -25,6 +30,14 @@ def make_app() -> Flask:
     @app.get("/")
     def hello() -> str:
         return "hello"
+
+    json_file = os.environ.get("HELLO_JSON_FILE")
+    if json_file:
+        data = json.loads(Path(json_file).read_text())
+
+        @app.get("/json")
+        def json_answer() -> Response:
+            return jsonify(data)
 
     static = os.environ.get("HELLO_STATIC_FILE")
     if static:

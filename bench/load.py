@@ -1,8 +1,10 @@
 """Load: requests per second and p50/p99 latency of cheap gateway routes (GET /v1/jobs/{id},
 GET /healthz, and result-cache hits when the gateway has a result cache) at 1, 16, 64 and 256
-concurrent keep-alive clients, against the ceiling: a bare Flask "hello" app on the same WSGI
-server with the same settings. Repeated for several waitress thread counts, and once with
-waitress' connection limit raised, to find the best server settings.
+concurrent keep-alive clients, against the ceilings: a bare Flask app on the same WSGI server
+with the same settings, answering ``hello``, the very job object as JSON (the same bytes as
+the job read: its baseline) and the cache hit's PNG as a static file (the hits' baseline).
+Repeated for several waitress thread counts, and once with waitress' connection limit
+raised, to find the best server settings.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from bench.common import Fakes, Gateway, Hello, Report, fmt, parser, pyplot, sav
 from bench.workloads import SOLID
 
 HELLO = "bare Flask hello (ceiling)"
+HELLO_JSON = "bare Flask JSON of the job's size (ceiling for job reads)"
 HEALTHZ = "GET /healthz"
 JOB = "GET /v1/jobs/{id}"
 CACHE = "POST /v1/generate (cache hit)"
 STATIC = "GET the same PNG as a static file (ceiling for cache hits)"
+# What each route is compared with (the rest: the hello answer).
+BASELINE = {JOB: HELLO_JSON, CACHE: STATIC}
 # A fake txt2img image of 184x184 noise pixels: an incompressible PNG of about 100 KB.
 CACHE_BODY = {"prompt": "a cat", "width": 184, "height": 184, "steps": 1, "seed": 5}
 
@@ -113,9 +118,13 @@ def main(argv: list[str] | None = None) -> Path:
                 ) as hello,
             ):
                 gw.start()
+                job_url = gw.url + f"/v1/jobs/{_finished_job(gw.url)}"
+                job_answer = requests.get(job_url, timeout=10).content
+                hello.json_file = wd / "job.json"
+                hello.json_file.write_bytes(job_answer)
                 targets: dict[str, tuple[str, bytes | None]] = {
                     HEALTHZ: (gw.url + "/healthz", None),
-                    JOB: (gw.url + f"/v1/jobs/{_finished_job(gw.url)}", None),
+                    JOB: (job_url, None),
                 }
                 if config is DEFAULT:
                     body, cache_note = _cache_body(gw.url, wd / "static.png")
@@ -126,6 +135,12 @@ def main(argv: list[str] | None = None) -> Path:
                         report.note(f"Cache hits and the static file: one PNG of {size:,} bytes.")
                 hello.start()
                 targets[HELLO] = (hello.url + "/", None)
+                targets[HELLO_JSON] = (hello.url + "/json", None)
+                if config is DEFAULT:
+                    report.note(
+                        f"Job reads and their baseline: one JSON answer of {len(job_answer):,} "
+                        "bytes (the baseline answers the same job object through `jsonify`)."
+                    )
                 report.note(f"Gateway command ({config.name}): `{gw.command}`.")
                 names = list(targets)
                 for i, level in enumerate(levels):
@@ -153,6 +168,21 @@ def main(argv: list[str] | None = None) -> Path:
         "routes, and the best run is shown (the one least disturbed by other work on the "
         "machine); server and load generator share the machine's cores."
     )
+    ratios = []
+    for level in levels:
+        read = _find(results, DEFAULT.name, JOB, level)
+        same = _find(results, DEFAULT.name, HELLO_JSON, level)
+        if read and same and same["rps"]:
+            ratios.append(
+                f"{level} clients: {read['rps']:,.0f} vs {same['rps']:,.0f} req/s "
+                f"({read['rps'] / same['rps']:.2f})"
+            )
+    if ratios:
+        report.note(
+            "Job reads against a bare Flask JSON answer of the same size: "
+            + "; ".join(ratios)
+            + "."
+        )
     if any(r["target"] == STATIC for r in results):
         ratios = []
         for level in levels:
@@ -187,11 +217,13 @@ def _tables(
     for config in configs:
         rows = []
         for level in levels:
-            ceiling = _find(results, config.name, HELLO, level).get("rps") or float("nan")
-            for target in (HELLO, HEALTHZ, JOB, CACHE, STATIC):
+            for target in (HELLO, HELLO_JSON, HEALTHZ, JOB, CACHE, STATIC):
                 r = _find(results, config.name, target, level)
                 if not r:
                     continue
+                # Each route against its own baseline: the same bytes served bare.
+                base = BASELINE.get(target, HELLO)
+                ceiling = _find(results, config.name, base, level).get("rps") or float("nan")
                 rows.append(
                     [
                         level,
@@ -206,7 +238,16 @@ def _tables(
                 )
         report.table(
             f"{config.name}",
-            ["clients", "route", "req/s", "p50 ms", "p99 ms", "errors", "non-2xx", "of ceiling"],
+            [
+                "clients",
+                "route",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "non-2xx",
+                "of its baseline",
+            ],
             rows,
         )
 
@@ -217,7 +258,7 @@ def _plot(
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4))
     first = configs[0]
-    for target in (HELLO, HEALTHZ, JOB, CACHE):
+    for target in (HELLO, HELLO_JSON, HEALTHZ, JOB, CACHE):
         rps = [_find(results, first.name, target, lv).get("rps") for lv in levels]
         if any(rps):
             left.plot(levels, [r or 0 for r in rps], marker="o", label=target)
@@ -226,10 +267,10 @@ def _plot(
         share = []
         for lv in levels:
             job = _find(results, config.name, JOB, lv).get("rps") or 0.0
-            ceiling = _find(results, config.name, HELLO, lv).get("rps") or 0.0
+            ceiling = _find(results, config.name, HELLO_JSON, lv).get("rps") or 0.0
             share.append(100 * job / ceiling if ceiling else 0.0)
         right.plot(levels, share, marker="o", label=config.name)
-    right.set_title(f"{JOB} as % of the same server's hello")
+    right.set_title(f"{JOB} as % of the same server's JSON of that size")
     right.set_ylim(bottom=0)
     for ax in (left, right):
         ax.set_xscale("log", base=2)

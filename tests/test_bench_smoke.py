@@ -50,6 +50,8 @@ def test_benchmark_quick_mode_writes_its_table_and_plot(name: str, tmp_path: Pat
     assert f"]({name}.png)" in report  # the plot, linked
     if name == "load":  # and the cache hits against the static file, with both series
         assert "](load-cache.png)" in report
+        # Job reads against the same job object answered by a bare Flask app.
+        assert "Job reads against a bare Flask JSON answer of the same size" in report
         assert (tmp_path / "load-cache.png").read_bytes().startswith(b"\x89PNG")
     png = tmp_path / f"{name}.png"
     assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
@@ -82,6 +84,16 @@ def test_run_all_quick_lists_every_benchmark(tmp_path: Path) -> None:
     summary = (tmp_path / "run_all.md").read_text()
     assert "| growth | ok |" in summary
     assert (tmp_path / "growth.md").exists()
+
+
+def test_profile_cheap_routes_prints_each_route_and_its_phases() -> None:
+    cmd = [sys.executable, "-m", "bench.profile_cheap", "--requests", "20", "--profile"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for route in ("hello JSON (same size)", "GET /v1/jobs/{id}", "static PNG", "cache hit"):
+        assert f"  {route}" in proc.stdout
+    assert "answer by version (answers.job)" in proc.stdout
+    assert "links to the job (give)" in proc.stdout
 
 
 def test_loadgen_parses_wrk_output() -> None:

@@ -116,6 +116,27 @@ def test_vanished_files_are_not_served(app: Flask, fake: FakeComfyUI) -> None:
     assert body(client.get(f"/v1/jobs/{again.headers['X-Job-Id']}"))["cached"] is False
 
 
+def test_files_that_vanish_after_an_entry_was_served_are_not_served(
+    app: Flask, fake: FakeComfyUI
+) -> None:
+    """The entry's files are checked once per process; a hit afterwards whose files went away
+    runs the job instead, and the entry it makes is served again."""
+    client = app.test_client()
+    generate(client, SEEDED)
+    hit = generate(client, SEEDED)  # the entry's files checked, and kept as checked
+    assert body(client.get(f"/v1/jobs/{hit.headers['X-Job-Id']}"))["cached"] is True
+    gateway = app.extensions["comfygate"]
+    [key] = [d for d in gateway.storage.root.iterdir() if len(d.name) == 64]
+    for path in key.iterdir():
+        path.unlink()
+    again = generate(client, SEEDED)
+    assert len(fake.submissions) == 2
+    assert body(client.get(f"/v1/jobs/{again.headers['X-Job-Id']}"))["cached"] is False
+    last = generate(client, SEEDED)
+    assert body(client.get(f"/v1/jobs/{last.headers['X-Job-Id']}"))["cached"] is True
+    assert len(fake.submissions) == 2
+
+
 def test_eviction_by_size_least_recently_used_first(fake: FakeComfyUI, make_app: MakeApp) -> None:
     app = make_app([fake.url])
     client = app.test_client()

@@ -342,3 +342,84 @@ def test_gateway_restart_carries_on_with_queued_and_submitted_jobs(
     assert finished(client, in_gateway["id"])["status"] == "succeeded"
     assert len(fake.submissions) == 2  # each job reached ComfyUI exactly once
     assert body(client.get(f"/v1/jobs/{on_comfy['id']}"))["attempts"] == 1
+
+
+# --- job reads answered once per version (api/answers.py) -----------------------------------
+
+
+def _made_now(app: Flask, job_id: str, prefix: str = "") -> bytes:
+    """The job object as the route made it before answers were kept: the store's record,
+    through ``urls.job`` and ``jsonify``."""
+    from flask import jsonify
+
+    from comfygate.api import urls
+
+    with app.test_request_context(f"/v1/jobs/{job_id}"):
+        job = app.extensions["comfygate"].jobs.get(job_id)
+        return jsonify(urls.job(job, urls.Links(prefix))).get_data()
+
+
+def test_a_job_read_is_the_job_object_byte_for_byte_at_every_version(
+    app: Flask, fake: FakeComfyUI
+) -> None:
+    client = app.test_client()
+    fake.hold()
+    job_id = submit(client, SMALL)["id"]
+    queued = client.get(f"/v1/jobs/{job_id}")
+    assert queued.get_data() == _made_now(app, job_id)
+    assert queued.headers["Content-Type"] == "application/json"
+    assert queued.headers["Cache-Control"] == "no-store"
+    fake.release()
+    done = finished(client, job_id)
+    assert done["status"] == "succeeded"  # a new version: read again, not the kept one
+    for _ in range(2):  # the second from the kept answer
+        again = client.get(f"/v1/jobs/{job_id}")
+        assert again.get_data() == _made_now(app, job_id)
+        assert again.headers["Content-Length"] == str(len(again.get_data()))
+    assert again.get_data() != queued.get_data()
+
+
+def test_a_kept_answer_is_not_served_once_its_job_is_gone(app: Flask) -> None:
+    client = app.test_client()
+    job = finished(client, submit(client, SMALL)["id"])
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 200  # kept now
+    app.extensions["comfygate"].jobs.store.delete(job["id"])  # as the retention sweep does
+    gone = client.get(f"/v1/jobs/{job['id']}")
+    assert gone.status_code == 404
+    assert body(gone)["error"]["code"] == "not_found"
+
+
+def test_a_kept_answer_is_shown_only_to_whom_the_job_is_visible(
+    fake: FakeComfyUI, make_app: MakeApp
+) -> None:
+    keys = "mine-0123456789abcdef,theirs-0123456789abcdef,root-0123456789abcdef:admin"
+    client = make_app([fake.url], api_keys=keys).test_client()
+    mine, theirs, root = (
+        {"Authorization": f"Bearer {k}-0123456789abcdef"} for k in ("mine", "theirs", "root")
+    )
+    job = finished_as(client, submit(client, SMALL, **mine)["id"], mine)
+    read = client.get(f"/v1/jobs/{job['id']}", headers=mine)
+    assert read.status_code == 200
+    assert client.get(f"/v1/jobs/{job['id']}", headers=theirs).status_code == 404
+    assert client.get(f"/v1/jobs/{job['id']}", headers=root).get_data() == read.get_data()
+
+
+def finished_as(client: FlaskClient, job_id: str, headers: dict[str, str]) -> dict[str, Any]:
+    def ended() -> bool:
+        status = body(client.get(f"/v1/jobs/{job_id}", headers=headers))["status"]
+        return JobStatus(status).terminal
+
+    assert wait_for(ended)
+    result: dict[str, Any] = body(client.get(f"/v1/jobs/{job_id}", headers=headers))
+    return result
+
+
+def test_answers_behind_a_proxy_prefix_and_without_are_each_their_own(
+    fake: FakeComfyUI, make_app: MakeApp
+) -> None:
+    client = make_app([fake.url], trusted_proxies=1).test_client()
+    job = finished(client, submit(client, SMALL)["id"])
+    url = job["outputs"][0]["url"]
+    proxied = client.get(f"/v1/jobs/{job['id']}", headers={"X-Forwarded-Prefix": "/gw"})
+    assert proxied.get_json()["outputs"][0]["url"] == "/gw" + url
+    assert client.get(f"/v1/jobs/{job['id']}").get_json()["outputs"][0]["url"] == url

@@ -160,6 +160,10 @@ def test_job_lines_carry_their_durations(
     client = make_app([fake.url]).test_client()
     caplog.set_level(logging.INFO, "comfygate")
     job = finished(client, submit(client, {"template": "solid"})["id"])
+    # Logged by the collector once the job is stored as succeeded: a read may come first.
+    assert wait_for(
+        lambda: bool(records(caplog, "job timings") and records(caplog, "job succeeded"))
+    )
     (timings,) = records(caplog, "job timings")
     assert timings.__dict__["job_id"] == job["id"]
     assert timings.__dict__["template"] == "solid"

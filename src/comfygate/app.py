@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, current_app, g, request
 from flask_cors import CORS
 
-from comfygate import access_log, api, logs, proxy
+from comfygate import access_log, api, ids, logs, proxy
 from comfygate.config import ConfigError, Settings, load_settings
 from comfygate.gateway import Gateway
 from comfygate.keys import KeyRing, KeySpecError
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # fullmatch: "$" takes a trailing "\n"
+REQUEST_ID = "comfygate.request_id"  # the environ key
 
 
 def create_app(
@@ -56,6 +60,7 @@ def create_app(
         gateway.stop()  # nothing started yet: this closes the job store
         raise
     app.after_request(_after)
+    app.wsgi_app = _Headers(app.wsgi_app)  # type: ignore[method-assign]
     if settings.access_log:
         access_log.init_app(app)
     proxy.init_app(app, settings.trusted_proxies)
@@ -69,24 +74,55 @@ def create_app(
 
 
 def _before() -> None:
-    given = request.headers.get("X-Request-Id", "")
-    g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
+    # From the environ, not request.headers: the hooks of every request are the part of a
+    # cheap route's time that a bare Flask app does not pay (docs/BENCHMARKS.md §4).
+    environ = request.environ
+    given = environ.get("HTTP_X_REQUEST_ID")
+    request_id = given if given and _REQUEST_ID.fullmatch(given) else ids.request_id()
+    environ[REQUEST_ID] = request_id  # for the answer's header (_Headers)
+    g.request_id = request_id
     g.started = time.monotonic()
-    logs.request_id_var.set(g.request_id)
+    logs.request_id_var.set(request_id)
 
 
 def _after(resp: Response) -> Response:
-    resp.headers["X-Request-Id"] = g.get("request_id", "-")
-    metrics = current_app.extensions["comfygate"].metrics
-    route = request.url_rule.rule if request.url_rule else "unmatched"
-    metrics.requests.labels(route, request.method, str(resp.status_code)).inc()
-    if "started" in g:
-        metrics.request_seconds.labels(route).observe(time.monotonic() - g.started)
-    # Security headers on every answer (the pages add their Content-Security-Policy).
-    resp.headers["X-Content-Type-Options"] = "nosniff"
-    resp.headers["X-Frame-Options"] = "DENY"
-    resp.headers["Referrer-Policy"] = "no-referrer"
-    if resp.mimetype == "application/json":
-        # Job objects, errors, lists: never kept by a browser or a shared cache.
-        resp.headers["Cache-Control"] = "no-store"
+    ctx = g._get_current_object()  # one proxy lookup, not one per attribute
+    started = getattr(ctx, "started", None)
+    rule = request.url_rule
+    current_app.extensions["comfygate"].metrics.request_done(
+        rule.rule if rule else "unmatched",
+        request.method,
+        resp.status_code,
+        None if started is None else time.monotonic() - started,
+    )
     return resp
+
+
+# Security headers on every answer (the pages add their Content-Security-Policy).
+_SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+)
+
+
+class _Headers:
+    """The headers every answer gets, added to the list the server is given: werkzeug's
+    ``Headers.__setitem__`` checks each value and scans every header, and five of them were
+    a tenth of a job read (docs/BENCHMARKS.md §4)."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        def _start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            names = {name.lower(): value for name, value in headers}
+            headers.append(("X-Request-Id", environ.get(REQUEST_ID, "-")))
+            headers.extend(h for h in _SECURITY_HEADERS if h[0].lower() not in names)
+            if names.get("content-type", "").partition(";")[0].strip() == "application/json":
+                # Job objects, errors, lists: never kept by a browser or a shared cache.
+                headers[:] = [h for h in headers if h[0].lower() != "cache-control"]
+                headers.append(("Cache-Control", "no-store"))
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, _start)

@@ -4,9 +4,10 @@
 ``key=value``. The request id comes from a context variable set per HTTP request, so code
 deep in the stack logs it without passing it around. Never log an API key or a full prompt.
 
-Request threads only put records on a queue; one thread writes them (the standard library's
-QueueHandler and QueueListener). A stream handler writing from every thread holds its lock
-across the write, and under load hundreds of request threads queued on it.
+Request threads only put records on a queue (the standard library's QueueHandler, without
+its lock); one thread formats and writes them, every record waiting in one write. A stream
+handler writing from every thread holds its lock across the write, and under load hundreds of
+request threads queued on it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import logging
 import queue
 import re
 import sys
+import threading
+import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from logging.handlers import QueueHandler, QueueListener
+from logging.handlers import QueueHandler
 from typing import Any
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -117,8 +120,73 @@ class _Handoff(QueueHandler):
         record.args = None
         return record
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        """``Handler.handle`` without the handler's lock: putting on a ``SimpleQueue`` is
+        thread-safe already, and a lock every request thread takes (the access log's line
+        is one per request) is a lock they queue on under load."""
+        rv = self.filter(record)
+        if rv:
+            self.emit(record)
+        return rv
 
-_listener: QueueListener | None = None
+
+class _Writer:
+    """The one thread that writes log lines. Each round takes every record waiting and writes
+    them with one ``write`` and one ``flush``: a write per line gave up the GIL per line, and
+    under load (an access-log line per request) taking it back after each one waited behind
+    every request thread, the logging thread's share of a cheap route (docs/BENCHMARKS.md §4)."""
+
+    MAX_BATCH = 1000  # records per write, at most
+    GATHER_S = 0.02  # between writes: how late a line may be
+
+    def __init__(
+        self,
+        records: queue.SimpleQueue[logging.LogRecord | None],
+        handler: logging.StreamHandler[Any],
+    ) -> None:
+        self._records = records
+        self._handler = handler
+        self._thread = threading.Thread(target=self._run, name="comfygate-log", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued, then end the thread."""
+        self._records.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        handler = self._handler
+        while True:
+            batch = [self._records.get()]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._records.get_nowait())
+                except queue.Empty:
+                    break
+            lines = []
+            for record in batch:
+                if record is None:
+                    continue
+                try:
+                    lines.append(handler.format(record) + handler.terminator)
+                except Exception:
+                    handler.handleError(record)
+            if lines:
+                try:
+                    handler.stream.write("".join(lines))
+                    handler.flush()
+                except Exception:
+                    handler.handleError(next(r for r in reversed(batch) if r is not None))
+            if None in batch:
+                return
+            # Let the next records gather: woken for each one, this thread took the GIL from
+            # a request thread once per request (and gave it back, and took it again).
+            time.sleep(self.GATHER_S)
+
+
+_listener: _Writer | None = None
 
 
 def _stop_listener() -> None:
@@ -136,15 +204,15 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     global _listener
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    handler = _Handoff(records)
+    records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+    handler = _Handoff(records)  # puts records; None comes only from _Writer.stop
     handler.addFilter(_ContextFilter())  # in the logging thread: its request id
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_comfygate", False):
             root.removeHandler(old)
     _stop_listener()
-    _listener = QueueListener(records, stream)
+    _listener = _Writer(records, stream)
     _listener.start()
     handler._comfygate = True  # type: ignore[attr-defined]
     root.addHandler(handler)

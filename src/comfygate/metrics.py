@@ -99,6 +99,9 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
+        # Label children by their values (routes are the app's rules, so the set is bounded).
+        self._request_children: dict[tuple[str, str, int], Any] = {}
+        self._duration_children: dict[str, Any] = {}
         self.jobs_finished = Counter(
             "comfygate_jobs_finished", "jobs by end state", ["template", "status"], registry=r
         )
@@ -126,6 +129,24 @@ class Metrics:
         self.cache = Counter(
             "comfygate_cache_lookups", "result cache lookups", ["result"], registry=r
         )
+
+    def request_done(self, route: str, method: str, status: int, seconds: float | None) -> None:
+        """Count one HTTP request and observe its duration. The label children are kept:
+        ``labels()`` validates and converts its values and takes the metric's lock, a tenth
+        of a job read's time (docs/BENCHMARKS.md §4)."""
+        key = (route, method, status)
+        counted = self._request_children.get(key)
+        if counted is None:
+            counted = self.requests.labels(route, method, str(status))
+            self._request_children[key] = counted  # a race only makes the same child twice
+        counted.inc()
+        if seconds is None:
+            return
+        timed = self._duration_children.get(route)
+        if timed is None:
+            timed = self.request_seconds.labels(route)
+            self._duration_children[route] = timed
+        timed.observe(seconds)
 
     def watch_pool(
         self, snapshot: Callable[[], list[dict[str, Any]]], queued: Callable[[], int]

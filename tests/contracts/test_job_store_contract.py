@@ -165,6 +165,18 @@ def test_swap_writes_on_the_version_read_and_bumps_it(store: JobStore) -> None:
     assert (got.status, got.progress, got.version) == (JobStatus.RUNNING, job.progress, 2)
 
 
+def test_the_version_alone_follows_every_write_and_is_none_once_the_job_is_gone(
+    store: JobStore,
+) -> None:
+    assert store.version("no-such-job") is None
+    [job_id] = queued(store, 1)
+    assert store.version(job_id) == 1
+    job = finish(store, job_id)
+    assert store.version(job_id) == job.version == 2
+    store.delete(job_id)
+    assert store.version(job_id) is None
+
+
 def test_a_stale_swap_writes_nothing(store: JobStore) -> None:
     [job_id] = queued(store, 1)
     mine, theirs = store.get(job_id), store.get(job_id)

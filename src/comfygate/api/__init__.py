@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask import Flask
 
 from comfygate.api import (
+    answers,
     auth,
     auth_failures,
     batches,
@@ -39,6 +40,7 @@ def init_app(app: Flask, keys: KeyRing) -> None:
     auth.init_app(app, keys)
     limits.init_app(app, settings)
     waits.init_app(app, settings)
+    answers.init_app(app)
     for module in (
         generate,
         jobs,

@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from comfygate.api import auth, engine, urls, waits
+from comfygate.api import answers, auth, engine, urls, waits
 from comfygate.api.body import Body, read_body
 from comfygate.api.images import RESOLVER, run_request_with_images
 from comfygate.api.schemas import JobStatus as PublicStatus
@@ -79,8 +79,7 @@ def submit_from(body: Body) -> Response:
 
 @bp.get("/v1/jobs/<job_id>")
 def get(job_id: str) -> Response:
-    jobs = engine.jobs()
-    return jsonify(urls.job(jobs.get(job_id, auth.visible_owner())))
+    return answers.job(job_id, auth.visible_owner())
 
 
 @bp.delete("/v1/jobs/<job_id>")

@@ -27,6 +27,7 @@ from comfygate.egress import DEFAULT_PORTS
 from comfygate.errors import BadRequest, Forbidden
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_HOSTS_KEPT = 64
 
 
 def _host_name(host_header: str) -> str:
@@ -67,8 +68,18 @@ def init_app(app: Flask, settings: Settings) -> None:
     allowed_hosts = settings.hosts_answered
     trusted = {o for o in (_origin(x) for x in settings.cors_origins) if o is not None}
 
+    # Host header -> answered? The few hosts clients use, decided once each (bounded: a
+    # client sending random Host values only gets them decided every time).
+    decided: dict[str, bool] = {}
+
     def guard() -> None:
-        if not host_allowed(request.host, allowed_hosts):
+        host = request.host
+        allowed = decided.get(host)
+        if allowed is None:
+            allowed = host_allowed(host, allowed_hosts)
+            if len(decided) < MAX_HOSTS_KEPT:
+                decided[host] = allowed
+        if not allowed:
             raise BadRequest("this Host is not answered here (ALLOWED_HOSTS)", {"header": "Host"})
         if request.method in SAFE_METHODS:
             return

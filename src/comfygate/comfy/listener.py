@@ -37,6 +37,7 @@ def ws_url(base_url: str, client_id: str) -> str:
 # Another spelling is simply decoded, and ignored after.
 _UNREAD = (b'{"type": "progress_state"',)
 
+
 class WebsocketListener:
     def __init__(
         self,

@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfygate import ids
 from comfygate.backends.pool import BackendPool
 from comfygate.backends.requirements import requirements
 from comfygate.comfy.folders import job_output_prefix
@@ -181,7 +181,7 @@ class Admission:
             raise
         self.options.limits.check(values)
         job = Job(
-            id=uuid.uuid4().hex,
+            id=ids.job_id(),
             template=template.name,
             params=values,
             graph={},
@@ -287,8 +287,9 @@ class Admission:
 
     @staticmethod
     def in_flight_key(job: Job) -> str | None:
-        """Identical jobs of one owner and one webhook coalesce (another owner's never)."""
-        if job.cache_key is None:
+        """Identical jobs of one owner and one webhook coalesce (another owner's never). A
+        cache hit never joined any (so its end leaves none: no write per hit)."""
+        if job.cache_key is None or job.cached:
             return None
         return f"{job.cache_key}:{job.owner or ''}:{job.webhook_url or ''}"
 
@@ -300,7 +301,8 @@ class Admission:
         job.status = JobStatus.SUCCEEDED
         job.finished_at = job.created_at
         self.ledger.create(job)
-        log.info("answered from the cache", extra={"job_id": job.id, "template": job.template})
+        # Debug: the job's own end is logged (engine), and hits are counted in the metrics.
+        log.debug("answered from the cache", extra={"job_id": job.id, "template": job.template})
         return job
 
     def create_raw(
@@ -323,7 +325,7 @@ class Admission:
         )
         if not self.pool.any_healthy():
             raise BackendUnavailable("no ComfyUI backend is available right now")
-        job_id = uuid.uuid4().hex
+        job_id = ids.job_id()
         job = Job(
             id=job_id,
             template=raw.RAW_TEMPLATE,

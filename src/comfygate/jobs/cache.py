@@ -11,7 +11,13 @@ group, copies of the job's (hard links on a local disk, server-side copies in S3
 retention sweep of the original job does not empty the cache and eviction touches no job's
 outputs. The size limit is in bytes; the least recently used entries go first. A hit's time
 of use is kept in memory and written with the next eviction or at close: a write per hit
-cost more than the rest of the lookup. An entry whose files vanished is dropped, never served.
+cost more than the rest of the lookup. An entry whose files vanished is dropped, never served:
+its files are checked (there, with the sizes the index says) the first time this process
+serves it and whenever the index changes; after that, giving a job its files fails if they
+went away (a miss, and the next lookup checks again). A check is a ``stat`` through the
+storage, several system calls that each give up the GIL: on every hit, a convoy under load.
+For the same reason a store no other process writes (SQLite) has its index entries kept in
+memory as this process wrote or read them; with Redis every lookup reads the index.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from comfygate.jobs.store import CacheEntry, JobStore
 from comfygate.storage.base import OutputStorage
 
 MAX_UNWRITTEN_USES = 1000
+MAX_CHECKED = 10_000  # entries whose files were checked (forgotten all at once past this)
 
 
 def _normalise(value: Any) -> Any:
@@ -64,6 +71,12 @@ class ResultCache:
         # key -> time of its last hit, not yet written. Hits only assign to it (atomic under
         # the GIL); _write_uses swaps it for an empty one.
         self._used: dict[str, float] = {}
+        # key -> the (filename, size) pairs its files were found with (same GIL rule).
+        self._checked: dict[str, tuple[tuple[str, int], ...]] = {}
+        # The index's entries as this process wrote or read them, when no other process
+        # writes the index (SQLite: the gateway holding DATA_DIR); with Redis, replicas
+        # replace and evict entries, so every lookup reads the index.
+        self._entries: dict[str, CacheEntry] | None = None if store.shared else {}
 
     def close(self) -> None:
         self._write_uses()
@@ -73,18 +86,39 @@ class ResultCache:
         self.store.cache_touch(used)
 
     def get(self, key: str) -> CacheHit | None:
-        entry = self.store.cache_get(key)
+        entry = self._entry(key)
         if entry is None:
             return None
-        for output in entry.outputs:
-            found = self.storage.stat(key, output.filename)
-            if found is None or found.size != output.size:
-                self.drop(key)  # files vanished or changed: never serve them
-                return None
+        files = tuple((o.filename, o.size) for o in entry.outputs)
+        if self._checked.get(key) != files:
+            for output in entry.outputs:
+                found = self.storage.stat(key, output.filename)
+                if found is None or found.size != output.size:
+                    self.drop(key)  # files vanished or changed: never serve them
+                    return None
+            if len(self._checked) >= MAX_CHECKED:
+                self._checked = {}
+            self._checked[key] = files
         self._used[key] = time.time()
         if len(self._used) >= MAX_UNWRITTEN_USES:
             self._write_uses()
         return CacheHit(key, entry.outputs)
+
+    def _entry(self, key: str) -> CacheEntry | None:
+        kept = self._entries
+        if kept is not None and (entry := kept.get(key)) is not None:
+            return entry
+        entry = self.store.cache_get(key)
+        if entry is not None and kept is not None:
+            if len(kept) >= MAX_CHECKED:
+                kept.clear()
+            kept[key] = entry
+        return entry
+
+    def _forget(self, key: str) -> None:
+        self._checked.pop(key, None)
+        if self._entries is not None:
+            self._entries.pop(key, None)
 
     def give(self, hit: CacheHit, job_id: str) -> bool:
         """Give a job the files of a hit; False if they went away meanwhile (evicted)."""
@@ -92,6 +126,7 @@ class ResultCache:
             for output in hit.outputs:
                 self.storage.copy(hit.key, output.filename, job_id)
         except (OSError, StorageFailed):
+            self._forget(hit.key)  # the next lookup reads the index and checks the files
             self.storage.delete_group(job_id)
             return False
         return True
@@ -106,10 +141,12 @@ class ResultCache:
         for output in outputs:
             self.storage.copy(job_id, output.filename, key)
         self._used.pop(key, None)
+        self._forget(key)
         self.store.cache_put(CacheEntry(key, outputs, size), time.time())
         self._evict()
 
     def drop(self, key: str) -> None:
+        self._forget(key)
         self.store.cache_delete(key)
         self.storage.delete_group(key)
 

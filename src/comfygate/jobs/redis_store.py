@@ -76,6 +76,8 @@ class RedisJobStore:
     Redis, under ``prefix``. ``client``: a made ``redis.Redis`` (``redisconn.connect``: its
     timeouts and retries); this store closes it."""
 
+    shared = True
+
     def __init__(
         self,
         client: redis.Redis,
@@ -129,6 +131,11 @@ class RedisJobStore:
     def get(self, job_id: str) -> Job | None:
         rec, version, holder = self._r.hmget(self._key("job", job_id), ["rec", "v", "holder"])
         return _job(rec, version, holder) if rec is not None else None
+
+    @_guarded
+    def version(self, job_id: str) -> int | None:
+        found = self._r.hget(self._key("job", job_id), "v")
+        return int(found) if found is not None else None
 
     @_guarded
     def swap(self, job: Job, expected: int, delivery: Delivery | None = None) -> bool:

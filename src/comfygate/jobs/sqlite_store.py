@@ -29,6 +29,8 @@ def _job(row: tuple[Any, ...]) -> Job:
 class SQLiteJobStore:
     """Jobs, leases, batches, keys, the cache index and the outbox in ``DATA_DIR/jobs.sqlite3``."""
 
+    shared = False
+
     def __init__(self, path: Path) -> None:
         self._db = Database(path, SCHEMA)
         with self._db.writing() as conn:
@@ -56,6 +58,10 @@ class SQLiteJobStore:
             self._db.one(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))  # noqa: S608
         )
         return _job(row) if row else None
+
+    def version(self, job_id: str) -> int | None:
+        row = self._db.one("SELECT version FROM jobs WHERE id = ?", (job_id,))
+        return int(row[0]) if row else None
 
     def swap(self, job: Job, expected: int, delivery: Delivery | None = None) -> bool:
         values = (

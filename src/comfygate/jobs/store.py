@@ -3,7 +3,8 @@
 Every implementation (``sqlite``, the embedded default; ``redis``, for replicas) passes the
 one contract suite in ``tests/contracts/test_job_store_contract.py``. What it must offer:
 
-- **jobs**: insert, get, a page with an opaque cursor, delete;
+- **jobs**: insert, get, its version alone (a cheap read), a page with an opaque cursor,
+  delete;
 - **compare-and-set**: ``swap`` writes a job only if its stored ``version`` is the one the
   caller read; every write bumps it. The ledger (``jobs/ledger.py``) is the only caller;
 - **leases**: ``claim`` takes the oldest queued job nobody holds; ``take_over`` takes jobs
@@ -39,6 +40,10 @@ class CacheEntry:
 
 
 class JobStore(Protocol):
+    # Whether other processes write this store too (Redis: replicas). The SQLite file is
+    # written by one gateway (it holds DATA_DIR's claim), which may keep what it wrote.
+    shared: bool
+
     # --- jobs ------------------------------------------------------------------------------
     def insert(self, job: Job) -> None:
         """Write a new job (version 1); an existing id is an error."""
@@ -46,6 +51,11 @@ class JobStore(Protocol):
 
     def get(self, job_id: str) -> Job | None:
         """The job as stored, with its ``version`` and ``holder`` (lease owner)."""
+        ...
+
+    def version(self, job_id: str) -> int | None:
+        """The job's ``version`` without reading its record (None: no such job). Every
+        write bumps it, so an answer made once per version stays true (api/answers.py)."""
         ...
 
     def swap(self, job: Job, expected: int, delivery: Delivery | None = None) -> bool:
