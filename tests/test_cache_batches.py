@@ -160,14 +160,14 @@ def test_eviction_by_size_least_recently_used_first(fake: FakeComfyUI, make_app:
     generate(client, {**solid, "color": 1})  # 1 is now the most recently used
     cache.max_bytes = 2 * size  # room for two
     kept(generate(client, {**solid, "color": 3}))  # evicts 2, the least recently used
-    assert jobs.store.cache_get(key_two) is None
+    assert wait_for(lambda: jobs.store.cache_get(key_two) is None)  # evicting follows the put
     assert len(fake.submissions) == 3
     generate(client, {**solid, "color": 1})
     generate(client, {**solid, "color": 3})
     assert len(fake.submissions) == 3  # both still cached
     kept(generate(client, {**solid, "color": 2}))
     assert len(fake.submissions) == 4  # evicted: ran again
-    assert cache.size() <= cache.max_bytes
+    assert wait_for(lambda: cache.size() <= cache.max_bytes)  # evicting follows the put
 
 
 def test_ten_concurrent_identical_requests_run_once(app: Flask, fake: FakeComfyUI) -> None:

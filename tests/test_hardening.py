@@ -17,6 +17,7 @@ from PIL import Image
 
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp, body
+from tests.helpers import wait_for
 
 USER = "user-key-0123456789abcdef"
 OTHER = "other-key-0123456789abcdef"
@@ -262,6 +263,10 @@ def test_a_cache_hit_tells_nothing_of_the_first_job(keyed: FlaskClient) -> None:
     a = body(first)
     assert a["cached"] is False
     a_bytes = keyed.get(a["outputs"][0]["url"], headers=bearer(USER)).data
+    # The entry is written as A's job ends, just after its answer (another key's request
+    # meanwhile would simply run).
+    cache = keyed.application.extensions["comfygate"].jobs.cache
+    assert wait_for(lambda: cache.size() > 0)
     hit = keyed.post("/v1/generate", json={"template": "solid"}, headers=bearer(OTHER))
     assert hit.status_code == 200
     b_id = hit.headers["X-Job-Id"]
