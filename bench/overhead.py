@@ -87,7 +87,10 @@ def measure(
     time budget cut the rounds short."""
     names = list(runners)
     for _, name in itertools.product(range(warmup), names):
-        runners[name](workload)
+        try:
+            runners[name](workload)
+        except Exception as exc:  # the peer's own race can end a warm-up run: not counted
+            print(f"  warm-up, {name}: {exc}")
     times: dict[str, list[float]] = {name: [] for name in names}
     failures = dict.fromkeys(names, 0)
     deadline = Deadline(budget_s)

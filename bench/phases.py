@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> Path:
     add_real_options(p)  # --no-peer is accepted and ignored: no peer is traced
     p.add_argument("--src", type=Path, help="run another checkout's src/ (e.g. a worktree)")
     p.add_argument("--name", default="phases", help="the report's file name")
+    p.add_argument("--threads", type=int, help="the gateway's THREADS (default: its own)")
     args = p.parse_args(args_in)
     real = not (args.quick or args.no_real)
     n = 30 if args.quick else args.n
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> Path:
         comfy_backend(real, args.comfyui_url, work) as backend_url,
     ):
         trace = work / "trace.json"
-        gw = Gateway([backend_url], work, waitress={"asyncore_use_poll": True})
+        gw = Gateway([backend_url], work, threads=args.threads, waitress={"asyncore_use_poll": True})
         gw.cmd = [gw.cmd[0], "-m", "bench.phases", "serve", str(trace), *gw.cmd[3:]]
         if args.src is not None:
             gw.env["PYTHONPATH"] = str(args.src.resolve())
