@@ -238,7 +238,11 @@ def _plot(report: Report, results: dict[str, Any]) -> None:
         labels = list(times)
         data = [[t * 1000 for t in times[k] if t == t] for k in labels]
         ax.boxplot(data, showfliers=True)
-        ax.set_xticks(range(1, len(labels) + 1), [k.split(" (")[0] for k in labels], fontsize=8)
+        ticks = [
+            k.split(" (")[0] + (f"\n{k.rsplit(', ', 1)[1]}" if ", baseline" in k else "")
+            for k in labels
+        ]
+        ax.set_xticks(range(1, len(labels) + 1), ticks, fontsize=8)
         ax.set_ylabel("end-to-end time per job (ms)")
         ax.set_title(name)
         if (

@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> Path:
         comfy_backend(real, args.comfyui_url, work) as backend_url,
     ):
         trace = work / "trace.json"
-        gw = Gateway([backend_url], work, threads=args.threads, waitress={"asyncore_use_poll": True})
+        gw = Gateway(
+            [backend_url], work, threads=args.threads, waitress={"asyncore_use_poll": True}
+        )
         gw.cmd = [gw.cmd[0], "-m", "bench.phases", "serve", str(trace), *gw.cmd[3:]]
         if args.src is not None:
             gw.env["PYTHONPATH"] = str(args.src.resolve())
