@@ -32,11 +32,10 @@ def test_the_condition_wakes_the_thread_that_waited_last() -> None:
         thread.start()
         assert waiting.acquire(timeout=10)
         threads.append(thread)
-    with condition:  # every one of them is waiting once this is had
-        condition.notify()
-    assert wait_for(lambda: woken == [2])
-    with condition:
-        condition.notify_all()
+    for expected in ([2], [2, 1], [2, 1, 0]):  # one at a time, newest first
+        with condition:  # every one still waiting is waiting once this is had
+            condition.notify()
+        assert wait_for(lambda e=expected: woken == e)  # type: ignore[misc]
     for thread in threads:
         thread.join(10)
     assert woken == [2, 1, 0]
@@ -65,5 +64,6 @@ def test_sequential_requests_run_on_a_few_threads_of_many(tmp_path: Path) -> Non
             }
     finally:
         server.close()
-    # Round robin over the 64 would give 40 names.
-    assert len(names) <= 3
+    # Round robin over the 64 gives 40 names; newest first, the thread that answered (or the
+    # one before it, when the next request comes before it waits again) and little more.
+    assert len(names) <= 8
