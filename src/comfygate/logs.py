@@ -19,7 +19,6 @@ import queue
 import re
 import sys
 import threading
-import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from logging.handlers import QueueHandler
@@ -146,6 +145,7 @@ class _Writer:
     ) -> None:
         self._records = records
         self._handler = handler
+        self._stopping = threading.Event()  # cuts the gathering pause short
         self._thread = threading.Thread(target=self._run, name="comfygate-log", daemon=True)
 
     def start(self) -> None:
@@ -153,6 +153,7 @@ class _Writer:
 
     def stop(self) -> None:
         """Write what is queued, then end the thread."""
+        self._stopping.set()
         self._records.put(None)
         self._thread.join()
 
@@ -183,7 +184,7 @@ class _Writer:
                 return
             # Let the next records gather: woken for each one, this thread took the GIL from
             # a request thread once per request (and gave it back, and took it again).
-            time.sleep(self.GATHER_S)
+            self._stopping.wait(self.GATHER_S)
 
 
 _listener: _Writer | None = None

@@ -20,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from comfygate import __version__
-from comfygate.backends.pool import Health
+from comfygate.backends.backend import Health
 from comfygate.errors import StorageFailed
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -239,7 +239,7 @@ class Admission:
                 self.store.leave_in_flight(key, bound)
                 self.store.join_in_flight(key, job.id)
             # A twin that left the key just now had put its result in the cache first.
-            hit = self._hit(job)
+            hit = self.cached(job)
             if hit is not None:
                 self.store.leave_in_flight(key, job.id)
                 return self._answered(job, hit)
@@ -247,16 +247,6 @@ class Admission:
         self.ledger.create(job)
         log.info("job created", extra={"job_id": job.id, "template": job.template})
         return job
-
-    def _hit(self, job: Job) -> CacheHit | None:
-        """A second look in the cache (not counted again as a miss)."""
-        if job.cache_key is None or self.cache is None:
-            return None
-        hit = self.cache.get(job.cache_key)
-        if hit is None or not self.cache.give(hit, job.id):
-            return None
-        self.metrics.cache.labels("hit").inc()
-        return hit
 
     def _answer_from_twin(self, job: Job, twin: Job) -> Job | None:
         try:

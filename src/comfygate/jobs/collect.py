@@ -18,7 +18,8 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from comfygate.backends.pool import Backend, BackendPool
+from comfygate.backends.backend import Backend
+from comfygate.backends.pool import BackendPool
 from comfygate.comfy.client import HistoryEntry, OutputRef
 from comfygate.errors import ComfyGateError, GenerationFailed, StorageFailed
 from comfygate.jobs.bus import EventBus

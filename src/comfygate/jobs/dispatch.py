@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from comfygate.backends.pool import Backend, BackendPool
+from comfygate.backends.backend import Backend
+from comfygate.backends.pool import BackendPool
 from comfygate.backends.requirements import requirements
 from comfygate.errors import BackendUnavailable, BackendUnreachable, GenerationFailed
 from comfygate.jobs.holdings import Held, Holdings

@@ -22,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfygate.backends.pool import Backend, BackendPool
+from comfygate.backends.backend import Backend
+from comfygate.backends.pool import BackendPool
 from comfygate.comfy.folders import LocalFolders
 from comfygate.errors import Conflict, GatewayStopping, StorageFailed
 from comfygate.jobs import batches, retention
@@ -153,7 +154,7 @@ class JobEngine:
         if self.webhooks is not None:
             self.ledger.set_delivery(self.webhooks.delivery_for)
         self.ledger.on_end(self._ended)
-        self.ledger.set_later(lambda fn: self._later(fn))
+        self.ledger.set_later(self._later)
         self.ledger.on_queued(self._claim_now)
         # What api/ calls to make jobs (admission.py); batches below.
         self.create = self.admission.create

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from comfygate.backends.pool import Backend, BackendPool
+from comfygate.backends.backend import Backend
+from comfygate.backends.pool import BackendPool
 from comfygate.errors import BackendUnavailable, Conflict, NotFound
 from comfygate.jobs.collect import Collector
 from comfygate.jobs.dispatch import Dispatcher

@@ -17,7 +17,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from comfygate.backends.pool import Backend, BackendPool
+from comfygate.backends.backend import Backend
+from comfygate.backends.pool import BackendPool
 from comfygate.comfy.client import (
     OutputRef,
     execution_error_details,
