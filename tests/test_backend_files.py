@@ -13,7 +13,9 @@ import pytest
 import requests
 from PIL import Image
 
+from comfygate.comfy.client import OutputRef
 from comfygate.comfy.folders import LocalFolders, job_folder
+from comfygate.errors import BackendUnavailable
 from comfygate.gateway import Gateway
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp, body
@@ -130,16 +132,23 @@ def test_the_retention_sweep_removes_what_a_job_left_on_comfyui(
 
 @pytest.mark.comfyui
 def test_local_comfyui_outputs_land_in_the_jobs_subfolder_and_are_swept(
-    make_app: MakeApp,
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The managed local ComfyUI (no BACKENDS): the job's output is in its own subfolder by
-    ComfyUI's own record, the gateway serves it, and then ComfyUI's copy and the uploaded
-    input are gone."""
+    ComfyUI's own record, the gateway takes it from the disk (``/view`` is out of order here)
+    and serves it, and then ComfyUI's copy and the uploaded input are gone."""
     app = make_app([], allow_raw_workflows=True, read_timeout_s=60.0)
     gateway: Gateway = app.extensions["comfygate"]
     assert gateway.local is not None
+    assert gateway.pool is not None
     base = gateway.local.base_dir
     client = app.test_client()
+
+    def no_view(ref: OutputRef) -> object:
+        raise BackendUnavailable("/view is not to be used for a ComfyUI on this host")
+
+    for backend in gateway.pool.backends.values():
+        monkeypatch.setattr(backend.client, "view", no_view)
     uri, _ = png_uri((255, 0, 0))
 
     resp = client.post("/v1/workflows/run", json={"workflow": load_invert_save(uri)})
@@ -159,7 +168,7 @@ def test_local_comfyui_outputs_land_in_the_jobs_subfolder_and_are_swept(
     assert served.data == resp.data
 
     name = entry["prompt"][2]["1"]["inputs"]["image"]
-    assert wait_for(lambda: not (base / "output" / "comfygate" / job_id).exists())
+    assert wait_for(lambda: not (base / "output" / "comfygate" / job_folder(job_id)).exists())
     assert wait_for(lambda: not (base / "input" / name).exists())
     assert (base / "output" / "comfygate").is_dir()
     assert client.get(f"/v1/outputs/{job_id}/3-0.png").data == resp.data  # still served

@@ -163,6 +163,7 @@ class Process:
             Metrics(),
             self.ledger.bus,
             threading.Event(),
+            {},
         )
         self.reconciler = Reconciler(
             self.ledger,

@@ -61,6 +61,11 @@ class Settings(BaseModel):
     # Where ComfyUI lives. Unset: run the local CPU ComfyUI the setup installed.
     backends: CsvList = Field(default_factory=list, description="ComfyUI base URLs")
     local_comfyui: bool = Field(False, description="also run the managed local ComfyUI")
+    backend_dirs: CsvList = Field(
+        default_factory=list,
+        description="name=path: the ComfyUI base directory (output/, input/) of a backend on "
+        "this host; its outputs are taken from the disk, not /view, and its job files removed",
+    )
     comfyui_home: Path = Field(
         Path.home() / ".cache" / "comfygate" / "comfyui",
         description="where `comfygate comfyui install` installed the local ComfyUI",
@@ -275,6 +280,24 @@ class Settings(BaseModel):
             except ValueError as exc:
                 raise ValueError(f"{url!r} has an invalid port") from exc
         return urls
+
+    @field_validator("backend_dirs")
+    @classmethod
+    def _check_backend_dirs(cls, specs: list[str]) -> list[str]:
+        for spec in specs:
+            name, _, path = spec.partition("=")
+            if not name or not path:
+                raise ValueError(f"{spec!r} is not name=path (a backend's name in BACKENDS)")
+            if not Path(path).expanduser().is_dir():
+                raise ValueError(f"{path!r} (backend {name}) is not a directory")
+        return specs
+
+    @property
+    def backend_dir_map(self) -> dict[str, Path]:
+        return {
+            name: Path(path).expanduser().resolve()
+            for name, _, path in (spec.partition("=") for spec in self.backend_dirs)
+        }
 
     @field_validator("template_defaults", mode="before")
     @classmethod

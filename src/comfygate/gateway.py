@@ -17,6 +17,7 @@ from typing import IO
 import redis
 
 from comfygate import redisconn
+from comfygate.backends.backend import parse_backend
 from comfygate.backends.pool import BackendPool
 from comfygate.comfy.folders import LocalFolders
 from comfygate.comfy.local import LocalComfyUI, LocalComfyUIConfig
@@ -111,6 +112,7 @@ class Gateway:
     def start(self) -> None:
         self._lock = claim_data_dir(self.data_dir)
         specs = list(self.settings.backends)
+        folders = self._backend_folders(specs)
         if self.local is not None:
             log.info("starting the local ComfyUI (first start takes a few seconds)")
             url = self.local.start()
@@ -159,9 +161,7 @@ class Gateway:
             metrics=self.metrics,
             bus=self.bus,
             cache_max_bytes=int(self.settings.cache_max_mb * 1024 * 1024),
-            local_folders=(
-                {LOCAL_BACKEND: LocalFolders(self.local.base_dir)} if self.local else None
-            ),
+            local_folders=folders,
         )
         pool = self.pool
         self.metrics.watch_pool(
@@ -180,6 +180,22 @@ class Gateway:
                     backend.last_error or "no answer",
                     extra={"backend": backend.name},
                 )
+
+    def _backend_folders(self, specs: list[str]) -> dict[str, LocalFolders]:
+        """The folders of the backends on this host, by name: the managed local ComfyUI's
+        and those ``BACKEND_DIRS`` names (each must be a backend ``BACKENDS`` names)."""
+        names = [parse_backend(spec, index)[0] for index, spec in enumerate(specs, 1)]
+        folders: dict[str, LocalFolders] = {}
+        for name, path in self.settings.backend_dir_map.items():
+            if name not in names:
+                raise ConfigError(
+                    f"BACKEND_DIRS names {name!r}, which is no backend in BACKENDS "
+                    f"(their names: {', '.join(names) or 'none'})"
+                )
+            folders[name] = LocalFolders(path)
+        if self.local is not None:
+            folders[LOCAL_BACKEND] = LocalFolders(self.local.base_dir)
+        return folders
 
     def _client_id(self) -> str:
         """The id this gateway gives ComfyUI, kept in DATA_DIR so it survives restarts."""

@@ -131,6 +131,31 @@ def test_a_copy_outlives_its_source(storage: OutputStorage) -> None:
     assert storage.stat(KEY, "9-0.png").content_type == "image/png"  # type: ignore[union-attr]
 
 
+def test_a_file_on_this_host_is_stored_and_outlives_its_source(
+    storage: OutputStorage, tmp_path: Path
+) -> None:
+    """``save_file``: a backend's output taken from its folder on this host (BACKEND_DIRS);
+    the backend's copy is removed once collected, the stored one stays, whole."""
+    comfy = tmp_path / "comfy-output"
+    comfy.mkdir()
+    source = comfy / "out_00001_.png"
+    source.write_bytes(PNG)
+    assert storage.save_file(JOB, "9-0.png", str(source)) == len(PNG)
+    again = comfy / "out_00002_.png"  # collected again (a resubmission): the name is replaced
+    again.write_bytes(b"the second run's file")
+    assert storage.save_file(JOB, "9-0.png", str(again)) == len(b"the second run's file")
+    assert again.read_bytes() == b"the second run's file"  # the source is left as it was
+    source.unlink()
+    again.unlink()
+    assert read(storage, JOB, "9-0.png") == b"the second run's file"
+    with pytest.raises(FileNotFoundError):
+        storage.save_file(JOB, "3-0.png", str(source))
+    assert storage.stat(JOB, "3-0.png") is None
+    (comfy / "folder.png").mkdir()
+    with pytest.raises(FileNotFoundError):  # a regular file only
+        storage.save_file(JOB, "3-0.png", str(comfy / "folder.png"))
+
+
 def test_delete_group_deletes_that_group_only(storage: OutputStorage) -> None:
     for name in ("9-0.png", "9-1.png", "7-0.mp4"):
         storage.save(JOB, name, [PNG])

@@ -6,19 +6,24 @@ into makes every job slower than the one before (4,900 files there tripled a mod
 trip). Each job writes into its own subfolder instead, ``output/comfygate/<job id>/``: the scan
 sees only that job's files, and the job's files can be removed as one folder.
 
-For the managed local ComfyUI the gateway knows the folders (``--base-directory``) and removes
-a job's files once it has collected them (:class:`LocalFolders`); for a remote backend the
-operator sweeps the same paths (docs/OPERATIONS.md).
+For the managed local ComfyUI the gateway knows the folders (``--base-directory``), and for a
+backend on this host the operator names them (``BACKEND_DIRS``): the gateway takes a job's
+outputs from the disk instead of ``/view`` and removes a job's files once it has collected them
+(:class:`LocalFolders`); for a remote backend the operator sweeps the same paths
+(docs/OPERATIONS.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+
+from comfygate.comfy.client import OutputRef
 
 __all__ = ["JOB_OUTPUT_FOLDER", "LocalFolders", "job_folder", "job_output_prefix"]
 
@@ -56,6 +61,21 @@ class LocalFolders:
     def __init__(self, base_dir: Path) -> None:
         self.output = base_dir / "output"
         self.input = base_dir / "input"
+        self._roots = {
+            kind: os.path.realpath(base_dir / kind) for kind in ("output", "temp", "input")
+        }
+
+    def file(self, ref: OutputRef) -> str | None:
+        """Where ComfyUI wrote an output it reported, or None when the reference leads out of
+        its folder (``..``, an absolute path, a symlink) or names another kind of folder.
+
+        ComfyUI's ``/view`` refuses the same paths (``os.path.commonpath`` of the folder and
+        the file); a reference comes from ComfyUI's messages, so from any custom node too."""
+        root = self._roots.get(ref.type)
+        if root is None or not ref.filename or "\x00" in ref.filename + ref.subfolder:
+            return None
+        path = os.path.realpath(os.path.join(root, ref.subfolder, ref.filename))
+        return path if path.startswith(root + os.sep) else None
 
     def job_outputs(self, job_id: str) -> Path:
         """The folder a job's outputs are written to (it may not exist)."""

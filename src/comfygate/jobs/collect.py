@@ -1,8 +1,9 @@
 """Collection: the end of a job on ComfyUI, to its end state in the ledger.
 
 The outputs as the websocket's ``executed`` messages named them (a success the websocket
-saw whole), or one /history read; on success, every output is streamed from /view into the
-output storage (on the downloads executor, never the submissions'), checked against the cost
+saw whole), or one /history read; on success, every output is taken into the output storage
+(from the disk when the backend's folders are on this host, ``BACKEND_DIRS`` or the managed
+local ComfyUI; else streamed from /view), checked against the cost
 limits, and only then the job succeeds (the result cache gets it as the job ends). A failure
 reads the failing node from the history (or the websocket's ``execution_error``). A storage
 that cannot be written is tried again a few times; then the job fails with a clear error and
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -21,6 +22,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from comfygate.backends.backend import Backend
 from comfygate.backends.pool import BackendPool
 from comfygate.comfy.client import HistoryEntry, OutputRef
+from comfygate.comfy.folders import LocalFolders
 from comfygate.errors import ComfyGateError, GenerationFailed, StorageFailed
 from comfygate.jobs.bus import EventBus
 from comfygate.jobs.holdings import Holdings
@@ -68,6 +70,7 @@ class Collector:
         metrics: Metrics,
         bus: EventBus,
         stopping: threading.Event,
+        local_folders: Mapping[str, LocalFolders],
     ) -> None:
         self.ledger = ledger
         self.pool = pool
@@ -79,6 +82,8 @@ class Collector:
         self.metrics = metrics
         self.bus = bus
         self._stopping = stopping
+        self.local_folders = local_folders
+        self._not_on_disk: set[str] = set()  # backends whose outputs /view had to bring
 
     def finalize(self, job_id: str, entry: HistoryEntry | None = None) -> Job | None:
         """Collect an ended prompt (``entry``: its /history, if already read); returns the
@@ -207,8 +212,14 @@ class Collector:
         return outputs
 
     def _save(self, job: Job, backend: Backend, ref: OutputRef, name: str) -> int:
-        """Stream one output from /view into storage; a storage failure is tried again
-        (the download with it), then fails the job's collection."""
+        """Store one output: from the disk when the backend's folders are on this host,
+        else streamed from /view; a storage failure is tried again (the download with it),
+        then fails the job's collection."""
+        folders = self.local_folders.get(backend.name)
+        if folders is not None:
+            size = self._save_from_disk(folders, job, backend, ref, name)
+            if size is not None:
+                return size
         try:  # the common case first, without building a retry loop
             with backend.client.view(ref) as chunks:
                 return self.outputs.save(job.id, name, chunks)
@@ -223,6 +234,30 @@ class Collector:
             with attempt, backend.client.view(ref) as chunks:
                 return self.outputs.save(job.id, name, chunks)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _save_from_disk(
+        self, folders: LocalFolders, job: Job, backend: Backend, ref: OutputRef, name: str
+    ) -> int | None:
+        """The output taken from ComfyUI's folder (a hard link where it can), without a
+        request to ComfyUI; None: /view brings it (the path leads out of ComfyUI's folder,
+        or the file is not on this host's disk)."""
+        path = folders.file(ref)
+        if path is None:
+            log.warning("an output path leads out of ComfyUI's folder", extra={"job_id": job.id})
+            return None
+        try:
+            return self.outputs.save_file(job.id, name, path)
+        except FileNotFoundError:
+            if backend.name not in self._not_on_disk:  # once per backend: a wrong BACKEND_DIRS
+                self._not_on_disk.add(backend.name)
+                log.warning(
+                    "an output is not in the backend's folder on this host (BACKEND_DIRS); "
+                    "reading it through /view",
+                    extra={"job_id": job.id, "backend": backend.name},
+                )
+            return None
+        except StorageFailed:
+            return None  # tried again below, through /view
 
     def _observe_timings(self, job: Job, executed_at: float) -> None:
         """A succeeded job's three durations, in the metrics and on one log line."""

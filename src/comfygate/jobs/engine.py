@@ -88,7 +88,8 @@ class JobEngine:
         self.options = options or EngineOptions()
         self.metrics = metrics or Metrics()
         self.events: EventBus = bus or MemoryBus()
-        # Backends on this host, by name: a job's files there are removed once collected.
+        # Backends on this host, by name: a job's outputs are taken from their disk and its
+        # files there removed once collected.
         self.local_folders = dict(local_folders or {})
         self.cache = (
             ResultCache(store, storage, cache_max_bytes) if cache_max_bytes is not None else None
@@ -131,6 +132,7 @@ class JobEngine:
             self.metrics,
             self.events,
             self._stop,
+            self.local_folders,
         )
         self.watcher = Watcher(
             self.ledger,

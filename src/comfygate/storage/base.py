@@ -66,6 +66,12 @@ class OutputStorage(Protocol):
         Raises ``errors.StorageFailed`` if the storage cannot be written."""
         ...
 
+    def save_file(self, group: str, name: str, source: str) -> int:
+        """Store the regular file at ``source``, a path on this host (an output of a ComfyUI
+        here), which is left where it is; returns its size. Raises ``FileNotFoundError`` if
+        it is not there (nothing stored), ``errors.StorageFailed`` as ``save``."""
+        ...
+
     def open(self, group: str, name: str) -> Opened | None:
         """The stored file, or None (no such file, or an invalid group or name)."""
         ...

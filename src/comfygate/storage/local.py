@@ -22,7 +22,13 @@ from typing import BinaryIO
 
 from comfygate.errors import StorageFailed
 from comfygate.storage.base import StoredFile, require_valid, valid
-from comfygate.storage.files import CONTENT_TYPES, content_type, image_size, output_name
+from comfygate.storage.files import (
+    CONTENT_TYPES,
+    content_type,
+    file_chunks,
+    image_size,
+    output_name,
+)
 
 # Kept importable from here for the engine that still does (jobs/service.py).
 __all__ = [
@@ -117,6 +123,36 @@ class LocalStorage:
             tmp.unlink(missing_ok=True)
             raise
         return size
+
+    def save_file(self, group: str, name: str, source: str) -> int:
+        path = self._target(group, name)
+        try:
+            info = os.lstat(source)
+        except OSError:
+            raise FileNotFoundError(f"no file {name} to store") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise FileNotFoundError(f"no file {name} to store")
+        try:
+            # A hard link: the same bytes without a copy (one filesystem); the name appears
+            # whole at once, like a rename.
+            os.link(source, path, follow_symlinks=False)
+            return info.st_size
+        except FileExistsError:  # collected again: replace it the same way
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+            try:
+                os.link(source, tmp, follow_symlinks=False)
+            except OSError:
+                return self._copy_in(group, name, source)
+            os.replace(tmp, path)
+            return info.st_size
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no file {name} to store") from None
+        except OSError:  # another filesystem, or links not allowed there: a copy
+            return self._copy_in(group, name, source)
+
+    def _copy_in(self, group: str, name: str, source: str) -> int:
+        with file_chunks(source, name, _CHUNK) as chunks:
+            return self.save(group, name, chunks)
 
     def open(self, group: str, name: str) -> LocalFile | None:
         path = self._path(group, name)

@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from comfygate.errors import StorageFailed
 from comfygate.storage.base import StoredFile, require_valid, valid
-from comfygate.storage.files import content_type
+from comfygate.storage.files import content_type, file_chunks
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -164,6 +164,10 @@ class S3Storage:
         except _ERRORS as exc:
             raise _failed("an upload", exc) from None
         return reader.count
+
+    def save_file(self, group: str, name: str, source: str) -> int:
+        with file_chunks(source, name, _CHUNK) as chunks:
+            return self.save(group, name, chunks)
 
     def open(self, group: str, name: str) -> S3File | None:
         if not valid(group, name):

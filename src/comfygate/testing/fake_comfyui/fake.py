@@ -12,6 +12,7 @@ import heapq
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -60,6 +61,7 @@ class FakeComfyUI:
         step_time_s: float = 0.0,
         port: int = 0,
         checkpoints: list[str] | None = None,
+        base_dir: Path | None = None,
     ) -> None:
         self.service_time_s: float = service_time_s
         self.step_time_s: float = step_time_s
@@ -75,7 +77,7 @@ class FakeComfyUI:
         self.port: int = port
         self.url: str = ""
         self._state = State()
-        self._folders = Folders()
+        self._folders = Folders(base_dir)  # base_dir: its files on disk too (BACKEND_DIRS)
         self._cache: dict[str, CacheEntry] = {}
         self._held = False
         self._failure: Failure | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mimetypes
 import posixpath
+from pathlib import Path
 
 _IMAGE_EXTENSIONS_CACHE: dict[str, str] = {}
 
@@ -57,9 +58,11 @@ def annotated_filepath(name: str) -> tuple[str, str | None]:
 
 
 class Folders:
-    """The input / output / temp directories of the fake, in memory."""
+    """The input / output / temp directories of the fake, in memory; with ``base_dir``,
+    every file is also written there, as ComfyUI writes them (``<base>/output/<subfolder>/``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, base_dir: Path | None = None) -> None:
+        self.base_dir = base_dir
         self.files: dict[str, dict[tuple[str, str], bytes]] = {
             "input": {},
             "output": {},
@@ -71,6 +74,10 @@ class Folders:
 
     def put(self, folder: str, subfolder: str, name: str, data: bytes) -> None:
         self.files[folder][(subfolder, name)] = data
+        if self.base_dir is not None:
+            path = self.base_dir / folder / subfolder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
 
     def names_in(self, folder: str, subfolder: str) -> list[str]:
         return [n for (s, n) in self.files[folder] if s == subfolder]
