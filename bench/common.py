@@ -636,6 +636,19 @@ def _readline(stream: IO[bytes], timeout_s: float) -> str:
     return stream.readline().decode().strip()
 
 
+ON_THIS_HOST: dict[str, Path] = {}
+"""The base directory of each ComfyUI this benchmark started, by URL."""
+
+
+def backend_dirs(backends: Sequence[str]) -> dict[str, str]:
+    """``BACKEND_DIRS`` for the backends of ``backends`` this benchmark started here: what a
+    user with ComfyUI on the gateway's machine sets (outputs from the disk, not /view)."""
+    found = [
+        f"backend-{i}={ON_THIS_HOST[u]}" for i, u in enumerate(backends, 1) if u in ON_THIS_HOST
+    ]
+    return {"backend_dirs": ",".join(found)} if found else {}
+
+
 @contextlib.contextmanager
 def real_comfyui(url: str | None, work_dir: Path) -> Iterator[str]:
     """The given real ComfyUI, or the local CPU one started for the duration."""
@@ -654,10 +667,12 @@ def real_comfyui(url: str | None, work_dir: Path) -> Iterator[str]:
             startup_timeout_s=300,
         )
     )
-    started = comfy.start()
+    started = comfy.start().rstrip("/")
+    ON_THIS_HOST[started] = work_dir / "comfyui"
     try:
-        yield started.rstrip("/")
+        yield started
     finally:
+        ON_THIS_HOST.pop(started, None)
         comfy.stop()
 
 
@@ -686,6 +701,7 @@ class OwnedComfyUI:
         for name in self.FOLDERS:
             shutil.rmtree(self.base_dir / name, ignore_errors=True)
         self.url = self.comfy.start().rstrip("/")
+        ON_THIS_HOST[self.url] = self.base_dir
         return self.url
 
     def reset(self) -> None:

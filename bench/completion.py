@@ -24,6 +24,7 @@ from bench.common import (
     Report,
     Summary,
     add_real_options,
+    backend_dirs,
     comfy_backend,
     comfyui_version,
     fmt,
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> Path:
     with (
         work_dir("completion") as wd,
         comfy_backend(real, args.comfyui_url, wd) as comfy_url,
-        Gateway([comfy_url], wd) as gateway,
+        Gateway([comfy_url], wd, settings=backend_dirs([comfy_url])) as gateway,
         DirectClient(comfy_url) as direct,
         peer_session(comfy_url, wd, real and not args.no_peer) as (peer, peer_note),
     ):

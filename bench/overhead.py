@@ -24,6 +24,7 @@ from bench.common import (
     Report,
     Summary,
     add_real_options,
+    backend_dirs,
     comfy_backend,
     comfyui_version,
     fmt,
@@ -40,6 +41,7 @@ from bench.workloads import SOLID, Workload, sd15
 
 DIRECT = "direct client (optimal)"
 OURS = "ComfyGate (comfygate serve)"
+OURS_VIEW = "ComfyGate, outputs through /view (no BACKEND_DIRS)"
 PEER = "comfy-api-proxy + comfy-sdk"
 
 Runner = Callable[[Workload], float]  # one run; returns seconds; raises on a wrong answer
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> Path:
         contextlib.ExitStack() as stack,
         work_dir("overhead") as wd,
         comfy_backend(real, args.comfyui_url, wd) as comfy_url,
-        Gateway([comfy_url], wd) as gateway,
+        Gateway([comfy_url], wd, settings=backend_dirs([comfy_url])) as gateway,
         DirectClient(comfy_url) as direct,
         peer_session(comfy_url, wd, want_peer) as (peer, peer_note),
     ):
@@ -148,6 +150,10 @@ def main(argv: list[str] | None = None) -> Path:
         gateway.start()
         session = requests.Session()
         runners: dict[str, Runner] = {DIRECT: _direct(direct), OURS: _ours(session, gateway.url)}
+        if backend_dirs([comfy_url]):  # a ComfyUI started here: also the gateway of a remote one
+            via_view = stack.enter_context(Gateway([comfy_url], wd))
+            via_view.start()
+            runners[OURS_VIEW] = _ours(session, via_view.url)
         if args.baseline is not None:
             base = stack.enter_context(
                 Gateway(

@@ -39,6 +39,7 @@ from bench.common import (
     Gateway,
     Report,
     add_real_options,
+    backend_dirs,
     comfy_backend,
     fmt,
     parser,
@@ -67,7 +68,7 @@ TRACED: list[tuple[str, str, str]] = [
     ("comfygate.jobs.watch", "Watcher.on_event", "websocket event"),
     ("comfygate.jobs.collect", "Collector.finalize", "collect"),
     ("comfygate.comfy.client", "ComfyClient.history", "GET /history"),
-    ("comfygate.jobs.collect", "Collector._save", "GET /view into storage"),
+    ("comfygate.jobs.collect", "Collector._save", "output into storage (/view or disk)"),
     ("comfygate.jobs.cache", "ResultCache.put", "cache put"),
     ("comfygate.jobs.ledger", "Ledger.succeeded", "succeeded (write)"),
     ("comfygate.jobs.engine", "JobEngine.wait", "wait (until done)"),
@@ -227,7 +228,11 @@ def main(argv: list[str] | None = None) -> Path:
     ):
         trace = work / "trace.json"
         gw = Gateway(
-            [backend_url], work, threads=args.threads, waitress={"asyncore_use_poll": True}
+            [backend_url],
+            work,
+            threads=args.threads,
+            waitress={"asyncore_use_poll": True},
+            settings=backend_dirs([backend_url]) if args.src is None else None,
         )
         gw.cmd = [gw.cmd[0], "-m", "bench.phases", "serve", str(trace), *gw.cmd[3:]]
         if args.src is not None:

@@ -17,6 +17,7 @@ from bench.common import (
     Report,
     Summary,
     add_real_options,
+    backend_dirs,
     comfy_backend,
     comfyui_version,
     fmt,
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> Path:
     with (
         work_dir("repetition") as wd,
         comfy_backend(real, args.comfyui_url, wd) as comfy_url,
-        Gateway([comfy_url], wd) as gateway,
+        Gateway([comfy_url], wd, settings=backend_dirs([comfy_url])) as gateway,
         peer_session(comfy_url, wd, real and not args.no_peer) as (peer, peer_note),
     ):
         report.extra_versions["ComfyUI"] = comfyui_version(comfy_url) if real else "fake"

@@ -40,6 +40,7 @@ from bench.common import (
     OwnedComfyUI,
     Report,
     Summary,
+    backend_dirs,
     comfyui_version,
     cpu_seconds,
     fmt,
@@ -429,7 +430,7 @@ def main(argv: list[str] | None = None) -> Path:
     with (
         work_dir("throughput") as wd,
         Backend(real, wd) as backend,
-        Gateway([backend.url], wd, settings=settings) as gateway,
+        Gateway([backend.url], wd, settings={**backend_dirs([backend.url]), **settings}) as gateway,
     ):
         report.extra_versions["ComfyUI"] = comfyui_version(backend.url) if real else "fake"
         gateway.start()
