@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from comfygate.testing.fake_comfyui import FakeComfyUI
-from tests.conftest import body
+from tests.conftest import MakeApp, body
 from tests.helpers import wait_for
 
 
@@ -67,3 +67,23 @@ def test_after_a_reconnect_the_end_is_read_from_history(
     assert client.get(done["outputs"][0]["url"]).status_code == 200
     [prompt_id] = _prompt_ids(fake)
     assert f"/history/{prompt_id}" in _history_reads(fake)
+
+
+def test_an_answer_not_yet_read_holds_no_backend_slot(make_app: MakeApp, fake: FakeComfyUI) -> None:
+    """The end's bookkeeping waits until a synchronous answer is sent, but the backend's slot
+    does not: with room for one job, a second request runs while the first answer is unread,
+    and the first result is in the cache once its answer is over."""
+    client = make_app([fake.url], max_in_flight_per_backend=1).test_client()
+    red = {"template": "solid", "width": 8, "height": 8, "color": 0xFF0000, "timeout_s": 20}
+    first = client.post("/v1/generate", json=red, buffered=False)
+    assert first.status_code == 200  # its body not read yet: the answer is not over
+    # Shorter than the engine's 5 s sweep, which frees the slots of ended jobs too.
+    blue = {**red, "color": 0x0000FF, "timeout_s": 3}
+    second = client.post("/v1/generate", json=blue)
+    assert second.status_code == 200, second.get_data(as_text=True)
+    first_pixel = Image.open(io.BytesIO(first.get_data())).getpixel((0, 0))
+    assert Image.open(io.BytesIO(second.data)).getpixel((0, 0)) != first_pixel
+    first.close()
+    again = client.post("/v1/generate", json=red, headers={"Accept": "application/json"})
+    assert body(again)["cached"] is True
+    assert len(fake.submissions) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -41,7 +42,17 @@ def generate_from(body: Body) -> Response:
 
 
 def wait_and_answer(job: Job, timeout: float) -> Response:
-    """Wait for a job; answer with its file or job object, or its error (504 on timeout)."""
+    """Wait for a job; answer with its file or job object, or its error (504 on timeout).
+    The end's bookkeeping of the job runs once the answer is sent (its response closed)."""
+    with engine.jobs().answering() as after_answer:
+        try:
+            return _wait_and_answer(job, timeout, after_answer)
+        except BaseException:
+            after_answer()
+            raise
+
+
+def _wait_and_answer(job: Job, timeout: float, after_answer: Callable[[], None]) -> Response:
     done = job if job.status.terminal else engine.jobs().wait(job.id, timeout)  # a cache hit
     if done is None:
         # The caller gave up: interrupt the job so it does not keep the GPU, unless an
@@ -67,10 +78,10 @@ def wait_and_answer(job: Job, timeout: float) -> Response:
             error.get("message", f"the job ended {done.status.value}"),
             {**(error.get("details") or {}), "job_id": done.id},
         )
-    return _answer(done)
+    return _answer(done, after_answer)
 
 
-def _answer(job: Job) -> Response:
+def _answer(job: Job, after_answer: Callable[[], None]) -> Response:
     gateway = engine.gateway()
     headers = {"X-Job-Id": job.id}
     template = gateway.templates.get(job.template) if job.template in gateway.templates else None
@@ -85,9 +96,10 @@ def _answer(job: Job) -> Response:
         if best != "application/json":
             opened = engine.storage().open(job.id, output.filename)
             if opened is not None:
-                resp = stored.answer(opened, download_name=output.filename)
+                resp = stored.answer(opened, download_name=output.filename, on_close=after_answer)
                 resp.headers.update(headers)
                 return resp
     resp = jsonify(urls.job(job))
     resp.headers.update(headers)
+    resp.call_on_close(after_answer)
     return resp

@@ -4,6 +4,8 @@ when the answer is over, whether the body was sent, cut short, or never read (30
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Response, request
 from werkzeug.exceptions import HTTPException
 
@@ -16,9 +18,10 @@ class _Body:
     """The response body: its own iterator, so whatever wraps it (a range, the server)
     closes the stored file by closing it."""
 
-    def __init__(self, opened: Opened) -> None:
+    def __init__(self, opened: Opened, on_close: Callable[[], None] | None) -> None:
         self._opened = opened
         self._chunks = opened.chunks(CHUNK)
+        self._on_close = on_close
 
     def __iter__(self) -> _Body:
         return self
@@ -28,10 +31,18 @@ class _Body:
 
     def close(self) -> None:
         self._opened.close()
+        if self._on_close is not None:
+            self._on_close()
 
 
-def answer(opened: Opened, *, download_name: str | None = None) -> Response:
-    body = _Body(opened)
+def answer(
+    opened: Opened,
+    *,
+    download_name: str | None = None,
+    on_close: Callable[[], None] | None = None,
+) -> Response:
+    """``on_close``: called when the answer is over, after the file is closed."""
+    body = _Body(opened, on_close)
     resp = Response(body, mimetype=opened.content_type, direct_passthrough=True)
     resp.content_length = opened.size
     if download_name is not None:

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,6 +155,8 @@ class JobEngine:
         )
         if self.webhooks is not None:
             self.ledger.set_delivery(self.webhooks.delivery_for)
+        # The backend's slot is free at once, not after the waiting request's answer is sent.
+        self.ledger.on_end(lambda before, job: self.dispatcher.ended(job.id), at_once=True)
         self.ledger.on_end(self._ended)
         self.ledger.set_later(self._later)
         self.ledger.on_queued(self._claim_now)
@@ -294,6 +296,12 @@ class JobEngine:
         """Jobs in the gateway's own queue, not yet on a backend (all processes')."""
         return self.store.count(frozenset({JobStatus.QUEUED}))
 
+    def answering(self) -> contextlib.AbstractContextManager[Callable[[], None]]:
+        """Around a wait and its answer: the end's bookkeeping of the job the waiting thread
+        collects (the cache copy, the coalescing key, the backend's slot, metrics, the log
+        line) runs when the call it yields is made, once the answer is sent."""
+        return self.ledger.holding_ends()
+
     def wait(self, job_id: str, timeout_s: float) -> Job | None:
         """Block until the job ends; None if ``timeout_s`` passes first. GatewayStopping
         (503) if the gateway stops meanwhile: the job itself goes on."""
@@ -379,7 +387,6 @@ class JobEngine:
         self.ledger.webhook_state(delivery.job_id, delivery)
 
     def _ended(self, before: JobStatus, job: Job) -> None:
-        self.dispatcher.ended(job.id)
         if job.status is JobStatus.SUCCEEDED and not job.cached:
             self._cache_result(job)
         # After the cache has the result: until then an identical request finds this job by

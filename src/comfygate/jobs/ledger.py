@@ -60,6 +60,7 @@ def payload(job: Job) -> dict[str, Any]:
 
 
 _END_LATER: ContextVar[bool] = ContextVar("end_later", default=False)
+_HELD: ContextVar[list[Callable[[], None]] | None] = ContextVar("held_ends", default=None)
 
 
 @contextmanager
@@ -80,6 +81,7 @@ class Ledger:
         self.bus = bus
         self._delivery_for: DeliveryFor = lambda job: None
         self._on_end: list[EndListener] = []
+        self._on_end_at_once: list[EndListener] = []
         self._on_queued: list[Callable[[], None]] = []
         self._later: Callable[[Callable[[], None]], None] | None = None
 
@@ -95,9 +97,11 @@ class Ledger:
         """Called after a job is written queued (new, or back in the queue)."""
         self._on_queued.append(listener)
 
-    def on_end(self, listener: EndListener) -> None:
-        """Called once per job, after its terminal state is written, in the writing process."""
-        self._on_end.append(listener)
+    def on_end(self, listener: EndListener, *, at_once: bool = False) -> None:
+        """Called once per job, after its terminal state is written, in the writing process;
+        ``at_once``: never deferred by ``ending_later()`` (what must not wait for an answer
+        to be sent, such as the backend's slot)."""
+        (self._on_end_at_once if at_once else self._on_end).append(listener)
 
     def create(self, job: Job) -> Job:
         """Write a new job: queued, or already ended (answered from the cache), with its
@@ -167,17 +171,43 @@ class Ledger:
             self.bus.publish(job.id, publish, data)
         if job.status.terminal and not before.terminal:
             self.bus.publish(job.id, "done", data)
-            self.soon(lambda: self._ended(before, job))
+            self._ended(before, job, self._on_end_at_once)
+            self.soon(lambda: self._ended(before, job, self._on_end))
 
     def soon(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` now, or on the other thread in an ``ending_later()`` block."""
-        if _END_LATER.get() and self._later is not None:
-            self._later(fn)
-        else:
+        """Run ``fn`` now, or on the other thread in an ``ending_later()`` block (held until
+        the ``holding_ends()`` block around it releases them, if there is one)."""
+        if not _END_LATER.get() or self._later is None:
             fn()
+            return
+        held = _HELD.get()
+        if held is not None:
+            held.append(fn)
+        else:
+            self._later(fn)
 
-    def _ended(self, before: JobStatus, job: Job) -> None:
-        for listener in self._on_end:
+    @contextmanager
+    def holding_ends(self) -> Iterator[Callable[[], None]]:
+        """For a request that waits for its job and answers: what ``ending_later()`` sends
+        to the other thread in the block is held until the call it yields is made (once the
+        answer is out, so the bookkeeping does not compete with sending it; the call may come
+        after the block, and more than once)."""
+        held: list[Callable[[], None]] = []
+        token = _HELD.set(held)
+
+        def release() -> None:
+            while held:
+                fn = held.pop(0)
+                if self._later is not None:
+                    self._later(fn)
+
+        try:
+            yield release
+        finally:
+            _HELD.reset(token)
+
+    def _ended(self, before: JobStatus, job: Job, listeners: list[EndListener]) -> None:
+        for listener in listeners:
             try:
                 listener(before, job)
             except Exception:
