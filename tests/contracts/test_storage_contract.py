@@ -156,6 +156,18 @@ def test_a_file_on_this_host_is_stored_and_outlives_its_source(
         storage.save_file(JOB, "3-0.png", str(comfy / "folder.png"))
 
 
+def test_a_prepared_group_holds_nothing_until_saved_into(storage: OutputStorage) -> None:
+    storage.prepare(JOB)
+    storage.prepare(JOB)  # again: no harm
+    assert storage.stat(JOB, "9-0.png") is None
+    assert storage.save(JOB, "9-0.png", [PNG]) == len(PNG)
+    assert read(storage, JOB, "9-0.png") == PNG
+    storage.delete_group(JOB)
+    assert storage.stat(JOB, "9-0.png") is None
+    with pytest.raises(ValueError):
+        storage.prepare("../etc")
+
+
 def test_delete_group_deletes_that_group_only(storage: OutputStorage) -> None:
     for name in ("9-0.png", "9-1.png", "7-0.mp4"):
         storage.save(JOB, name, [PNG])

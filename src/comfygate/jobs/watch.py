@@ -33,7 +33,7 @@ from comfygate.comfy.events import (
     ExecutionSuccess,
     Progress,
 )
-from comfygate.errors import ComfyGateError, Conflict, NotFound
+from comfygate.errors import ComfyGateError, Conflict, NotFound, StorageFailed
 from comfygate.jobs.bus import COLLECT, EventBus
 from comfygate.jobs.collect import Collector, returned_refs
 from comfygate.jobs.holdings import Held, Holdings
@@ -82,6 +82,7 @@ class Watcher:
                 if not held.running:  # once: every node's "executing" says it again
                     held.running = True
                     self.ledger.running(held.job_id, self.holder)
+                    self._prepare_outputs(held.job_id)
             case Progress():
                 self._progress(held, {"value": event.value, "max": event.max, "node": event.node})
             case ExecutionError():
@@ -118,6 +119,14 @@ class Watcher:
                 # success the events told (handed to a waiter that may be gone), from those
                 # again: whoever comes first collects it, the other finds it ended.
                 self._later(self.collector.finalize, held.job_id, held.success)
+
+    def _prepare_outputs(self, job_id: str) -> None:
+        """The job's output folder, made while ComfyUI runs it, not when its outputs are
+        ready (a folder costs 0.1 ms on this machine's disk). A failed job's is deleted with
+        its other files."""
+        # A storage that fails here fails the save too, with the clear error then.
+        with contextlib.suppress(StorageFailed):
+            self.collector.outputs.prepare(job_id)
 
     def _later(self, fn: Any, *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # stopping: reconciliation picks it up

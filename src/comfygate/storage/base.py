@@ -72,6 +72,11 @@ class OutputStorage(Protocol):
         it is not there (nothing stored), ``errors.StorageFailed`` as ``save``."""
         ...
 
+    def prepare(self, group: str) -> None:
+        """Make the group ready to be saved into, ahead of its first file (its folder on a
+        disk, made while the job runs instead of when its outputs are ready)."""
+        ...
+
     def open(self, group: str, name: str) -> Opened | None:
         """The stored file, or None (no such file, or an invalid group or name)."""
         ...

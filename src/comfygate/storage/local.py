@@ -124,6 +124,13 @@ class LocalStorage:
             raise
         return size
 
+    def prepare(self, group: str) -> None:
+        require_valid(group)
+        path = self._path(group)
+        if path is not None:
+            with _writing():
+                path.mkdir(exist_ok=True)
+
     def save_file(self, group: str, name: str, source: str) -> int:
         path = self._target(group, name)
         try:

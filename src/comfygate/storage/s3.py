@@ -165,6 +165,9 @@ class S3Storage:
             raise _failed("an upload", exc) from None
         return reader.count
 
+    def prepare(self, group: str) -> None:
+        require_valid(group)  # a bucket has no folders to make
+
     def save_file(self, group: str, name: str, source: str) -> int:
         with file_chunks(source, name, _CHUNK) as chunks:
             return self.save(group, name, chunks)
