@@ -73,7 +73,17 @@ TRACED: list[tuple[str, str, str]] = [
     ("comfygate.jobs.engine", "JobEngine.wait", "wait (until done)"),
     ("comfygate.api.generate", "_answer", "answer (open the file)"),
 ]
-STORE_METHODS = ("insert", "claim", "swap", "get", "join", "find_cached", "put_cached")
+STORE_METHODS = (
+    "insert",
+    "insert_held",
+    "claim",
+    "swap",
+    "get",
+    "count",
+    "join_in_flight",
+    "leave_in_flight",
+    "cache_get",
+)
 
 Span = tuple[str, int, int, int]  # label, start ns, end ns, this thread's CPU ns in the call
 _spans: list[Span] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +98,9 @@ class Admission:
         self.cache = cache
         self.metrics = metrics
         self.options = options
+        # How a new job is written: queued by the ledger, or (the engine sets it to
+        # Dispatcher.create) straight to submitted when its thread sends it.
+        self.create_job: Callable[[Job], Job] = ledger.create
 
     def get(self, job_id: str, owner: str | None = None) -> Job:
         """The job; with ``owner``, only if that owner made it (another's is a 404 too)."""
@@ -244,7 +247,7 @@ class Admission:
                 self.store.leave_in_flight(key, job.id)
                 return self._answered(job, hit)
             self.metrics.cache.labels("miss").inc()
-        self.ledger.create(job)
+        self.create_job(job)
         log.info("job created", extra={"job_id": job.id, "template": job.template})
         return job
 
