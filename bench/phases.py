@@ -61,6 +61,7 @@ TRACED: list[tuple[str, str, str]] = [
     ("comfygate.jobs.admission", "Admission.cached", "cache lookup"),
     ("comfygate.jobs.admission", "Admission.bind", "bind the graph"),
     ("comfygate.jobs.admission", "Admission.enqueue", "enqueue (insert)"),
+    ("comfygate.jobs.dispatch", "Dispatcher.create", "create (submitted, or queued)"),
     ("comfygate.jobs.dispatch", "Dispatcher.dispatch", "dispatch (claim, submitted)"),
     ("comfygate.jobs.dispatch", "Dispatcher._submit", "submitting thread"),
     ("comfygate.comfy.client", "ComfyClient.submit", "POST /prompt"),
