@@ -3,7 +3,9 @@
 Checks (parameters, models, cost limits, a backend that can run it), the result cache (a
 hit is a job recorded as succeeded, with copies of the cached files), idempotency keys, and
 coalescing (an identical job in flight answers this one too). What it admits is queued in
-the store; a dispatcher on any process claims it from there.
+the store, and a dispatcher on any process claims it from there; or, for a synchronous
+request with nobody queued before it, written submitted by the dispatcher of the request's
+own thread, which sends it (``Dispatcher.create``).
 """
 
 from __future__ import annotations
