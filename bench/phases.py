@@ -62,6 +62,7 @@ TRACED: list[tuple[str, str, str]] = [
     ("comfygate.jobs.admission", "Admission.cached", "cache lookup"),
     ("comfygate.jobs.admission", "Admission.bind", "bind the graph"),
     ("comfygate.jobs.admission", "Admission.enqueue", "enqueue (insert)"),
+    ("comfygate.jobs.dispatch", "Dispatcher.create", "create (submitted, or queued)"),
     ("comfygate.jobs.dispatch", "Dispatcher.dispatch", "dispatch (claim, submitted)"),
     ("comfygate.jobs.dispatch", "Dispatcher._submit", "submitting thread"),
     ("comfygate.comfy.client", "ComfyClient.submit", "POST /prompt"),
@@ -74,7 +75,17 @@ TRACED: list[tuple[str, str, str]] = [
     ("comfygate.jobs.engine", "JobEngine.wait", "wait (until done)"),
     ("comfygate.api.generate", "_answer", "answer (open the file)"),
 ]
-STORE_METHODS = ("insert", "claim", "swap", "get", "join", "find_cached", "put_cached")
+STORE_METHODS = (
+    "insert",
+    "insert_held",
+    "claim",
+    "swap",
+    "get",
+    "count",
+    "join_in_flight",
+    "leave_in_flight",
+    "cache_get",
+)
 
 Span = tuple[str, int, int, int]  # label, start ns, end ns, this thread's CPU ns in the call
 _spans: list[Span] = []

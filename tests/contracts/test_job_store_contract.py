@@ -408,6 +408,62 @@ def test_take_over_with_own_takes_a_holders_own_jobs_at_once(store: JobStore) ->
     assert [j.id for j in again] == ids[:1]
 
 
+def submitted_job(**fields: Any) -> Job:
+    """A new job as the dispatcher writes it when it sends it at once."""
+    return new_job(
+        status=JobStatus.SUBMITTED, backend="backend-1", prompt_id="p-1", attempts=1, **fields
+    )
+
+
+def test_insert_held_writes_a_submitted_job_with_its_lease(store: JobStore) -> None:
+    job = submitted_job(owner="owner-a")
+    assert store.insert_held(job, "A", T0 + 15, T0)
+    assert (job.version, job.holder) == (1, "A")
+    got = store.get(job.id)
+    assert got is not None
+    assert (got.status, got.holder, got.version) == (JobStatus.SUBMITTED, "A", 1)
+    assert (got.backend, got.prompt_id, got.attempts) == ("backend-1", "p-1", 1)
+    assert [j.id for j in store.page(frozenset({JobStatus.SUBMITTED}), owner="owner-a")[0]] == [
+        job.id
+    ]
+    assert store.count(frozenset({JobStatus.QUEUED})) == 0
+    assert store.claim("B", T0 + 100, T0 + 50) is None  # submitted: never claimed
+    assert store.renew("A", [job.id], T0 + 30) == {job.id}
+    with pytest.raises(DUPLICATE):
+        store.insert_held(submitted_job(id=job.id), "A", T0 + 15, T0)
+
+
+def test_insert_held_never_jumps_a_queued_job(store: JobStore) -> None:
+    [waiting] = queued(store, 1)
+    job = submitted_job()
+    assert not store.insert_held(job, "A", T0 + 15, T0)
+    assert store.get(job.id) is None
+    assert (job.version, job.holder) == (0, None)
+    # Claimed by a holder whose lease ended: it still waits (claim would take it).
+    assert store.claim("B", T0 + 15, T0) is not None
+    assert not store.insert_held(job, "A", T0 + 30, T0 + 16)
+    assert store.get(job.id) is None
+    # Held by a live lease, or gone on: nothing waits any more.
+    assert store.insert_held(job, "A", T0 + 15, T0 + 1)
+    other = submitted_job()
+    set_status(store, waiting, JobStatus.SUBMITTED)
+    assert store.insert_held(other, "A", T0 + 15, T0 + 20)
+
+
+def test_a_held_insert_whose_holder_died_is_taken_over(open_store: Opener) -> None:
+    store = open_store()
+    job = submitted_job()
+    assert store.insert_held(job, "A", T0 + 15, T0)
+    assert store.take_over("B", T0 + 30, T0 + 10) == []  # A's lease is live
+    assert [j.id for j in store.take_over("A", T0 + 20, T0 + 1, own=True)] == [job.id]
+    restarted = open_store()  # another process, after A died
+    taken = restarted.take_over("B", T0 + 60, T0 + 21)
+    assert [(j.id, j.holder, j.prompt_id, j.backend) for j in taken] == [
+        (job.id, "B", "p-1", "backend-1")
+    ]
+    assert not store.swap(job, job.version)  # A finds out it lost the job
+
+
 def test_renew_extends_only_the_holders_own_leases(store: JobStore) -> None:
     ids = queued(store, 2)
     assert store.claim("A", T0 + 15, T0) is not None

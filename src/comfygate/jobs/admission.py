@@ -3,7 +3,9 @@
 Checks (parameters, models, cost limits, a backend that can run it), the result cache (a
 hit is a job recorded as succeeded, with copies of the cached files), idempotency keys, and
 coalescing (an identical job in flight answers this one too). What it admits is queued in
-the store; a dispatcher on any process claims it from there.
+the store, and a dispatcher on any process claims it from there; or, for a synchronous
+request with nobody queued before it, written submitted by the dispatcher of the request's
+own thread, which sends it (``Dispatcher.create``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +100,9 @@ class Admission:
         self.cache = cache
         self.metrics = metrics
         self.options = options
+        # How a new job is written: queued by the ledger, or (the engine sets it to
+        # Dispatcher.create) straight to submitted when its thread sends it.
+        self.create_job: Callable[[Job], Job] = ledger.create
 
     def get(self, job_id: str, owner: str | None = None) -> Job:
         """The job; with ``owner``, only if that owner made it (another's is a 404 too)."""
@@ -244,7 +249,7 @@ class Admission:
                 self.store.leave_in_flight(key, job.id)
                 return self._answered(job, hit)
             self.metrics.cache.labels("miss").inc()
-        self.ledger.create(job)
+        self.create_job(job)
         log.info("job created", extra={"job_id": job.id, "template": job.template})
         return job
 

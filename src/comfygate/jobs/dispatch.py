@@ -6,7 +6,10 @@ process that died) is taken over by whichever dispatcher finds it first: the sam
 start (a restart takes back its own jobs at once) and while running. Submissions run on an
 executor of their own, so a slow ComfyUI never delays the claims of the others; except in a
 ``submitting_here()`` block (a synchronous request, which waits for its job anyway), where the
-thread that queued a job sends the first one it claims itself, saving the hand-off.
+thread that makes a job sends it itself, saving the hand-off: with a backend free and no job
+queued before it, the job is written straight as submitted and held (``create``: one store
+write where insert, claim and submitted were three); otherwise it is queued and the thread
+sends the first job it claims (the oldest: a synchronous request never jumps the queue).
 """
 
 from __future__ import annotations
@@ -80,6 +83,31 @@ class Dispatcher:
         return time.time() + self.options.lease_s
 
     # --- claims ----------------------------------------------------------------------------
+
+    def create(self, job: Job) -> Job:
+        """Write a new job (``Admission`` calls it). In a ``submitting_here()`` block, with
+        room on a backend that can run it and no job queued before it, the job is written
+        submitted and held, and this thread sends it; otherwise it is queued (and, in the
+        block, this thread sends the oldest job it claims)."""
+        if not _SUBMIT_HERE.get() or job.status is not JobStatus.QUEUED:
+            return self.ledger.create(job)
+        backend = self.pool.acquire(requirements(job.graph))
+        if backend is None:
+            return self.ledger.create(job)  # no room: queued, for whoever has room first
+        try:
+            submitted = self.ledger.create_submitted(
+                job, self.holder, self.until(), backend.name, str(uuid.uuid4())
+            )
+        except BaseException:
+            self.pool.release(backend.name)
+            raise
+        if submitted is None:  # others wait before it: queued behind them
+            self.pool.release(backend.name)
+            return self.ledger.create(job)
+        assert submitted.prompt_id is not None
+        self.holdings.add(Held(job.id, backend.name, submitted.prompt_id, submitting=True))
+        self._submit(submitted, backend)
+        return job
 
     def dispatch(self) -> int:
         """Claim and submit queued jobs while a backend has room; returns how many."""

@@ -150,6 +150,7 @@ class JobEngine:
             self.ledger, pool, self.holdings, self.dispatcher, self.collector, self.cancel
         )
         self.dispatcher.reconcile = self.reconciler.job
+        self.admission.create_job = self.dispatcher.create
         self.webhooks = (
             WebhookOutbox(webhooks, store, self._record_webhook) if webhooks is not None else None
         )

@@ -10,6 +10,7 @@ or lease holder.
       └──────────── requeue / unsend ───────┘  │          │ └────> failed / cancelled
                                                └──────────┴──────> succeeded / failed / cancelled
     queued ─────────────────────────────────────────────────────> failed / cancelled
+    (new) ───create_submitted──> submitted     (held at once: nothing queued before it)
 
 A holder (a dispatcher) may lose its job: another took it over after its lease ran out, or
 it ended elsewhere (cancelled on another replica). Its next transition then finds a version
@@ -75,6 +76,13 @@ def ending_later() -> Iterator[None]:
         _END_LATER.reset(token)
 
 
+def _unassign(job: Job) -> None:
+    """A job not written as submitted after all: queued again, as it came."""
+    job.status, job.holder = Q, None
+    job.prompt_id = job.backend = job.submitted_at = None
+    job.attempts -= 1
+
+
 class Ledger:
     def __init__(self, store: JobStore, bus: EventBus) -> None:
         self.store = store
@@ -115,6 +123,30 @@ class Ledger:
         else:
             self.bus.publish(job.id, "status", payload(job))
             self._queued()
+        return job
+
+    def create_submitted(
+        self, job: Job, holder: str, until: float, backend: str, prompt_id: str
+    ) -> Job | None:
+        """Write a new job straight as submitted: held by ``holder`` (lease until ``until``)
+        with its backend and prompt id, on record before the POST leaves. One write where
+        create, claim and submitted are three; the same first event (``status``, queued to
+        users, as a submitted job is). Only while no queued job waits for a claim (a job
+        never jumps the queue): None then, with nothing written and ``job`` as it was."""
+        if job.status is not Q:
+            return None
+        job.status, job.holder = S, holder
+        job.prompt_id, job.backend, job.submitted_at = prompt_id, backend, now()
+        job.attempts += 1
+        try:
+            written = self.store.insert_held(job, holder, until, job.submitted_at)
+        except BaseException:
+            _unassign(job)
+            raise
+        if not written:
+            _unassign(job)
+            return None
+        self.bus.publish(job.id, "status", payload(job))
         return job
 
     def _queued(self) -> None:

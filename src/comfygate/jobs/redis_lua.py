@@ -132,6 +132,34 @@ return 1
 """
 )
 
+# ARGV: P, id, rec, status, owner, finished_at, ttl_ms, holder, until, now. A new job held by
+# holder until then, unless a queued job waits for a claim (in the queue, or held by a lease
+# that ended before now: what CLAIM takes): 1 written, 0 not (one waits), -1 the id exists (1
+# if it holds this very record at version 1 for holder: the same call, re-sent).
+INSERT_HELD = (
+    PRELUDE
+    + """
+local id, holder, untl, now = ARGV[2], ARGV[8], ARGV[9], ARGV[10]
+local k = jobkey(id)
+if redis.call('EXISTS', k) == 1 then
+  local d = redis.call('HMGET', k, 'rec', 'v', 'holder')
+  if d[1] == ARGV[3] and d[2] == '1' and d[3] == holder then return 1 end
+  return -1
+end
+if redis.call('ZCARD', P .. 'queue') > 0 then return 0 end
+for _, lid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', '(' .. now,
+                                'LIMIT', 0, 1000)) do
+  if redis.call('HGET', jobkey(lid), 'status') == 'queued' then return 0 end
+end
+local seq = redis.call('INCR', P .. 'seq')
+redis.call('HSET', k, 'rec', ARGV[3], 'v', 1, 'status', ARGV[4], 'owner', ARGV[5],
+           'holder', holder, 'seq', seq)
+reindex(id, seq, false, '', '', ARGV[4], ARGV[5], holder, ARGV[6], ARGV[7])
+redis.call('ZADD', P .. 'leases', untl, id)
+return 1
+"""
+)
+
 # ARGV: P, id, expected, rec, status, owner, holder, finished_at, ttl_ms
 #       [, delivery id, delivery rec, state, next attempt]. The new version, or 0. A swap
 # re-sent after its reply was lost (redisconn retries a timeout) finds its own write, one
@@ -341,6 +369,7 @@ return out
 
 SCRIPTS = {
     "INSERT": INSERT,
+    "INSERT_HELD": INSERT_HELD,
     "SWAP": SWAP,
     "PAGE": PAGE,
     "UNFINISHED": UNFINISHED,

@@ -128,6 +128,28 @@ class RedisJobStore:
         job.version, job.holder = 1, None
 
     @_guarded
+    def insert_held(self, job: Job, holder: str, until: float, now: float) -> bool:
+        written = int(
+            self._run(
+                "INSERT_HELD",
+                job.id,
+                _dump(job.to_record()),
+                job.status.value,
+                job.owner or "",
+                self._finished_score(job),
+                self._ttl,
+                holder,
+                repr(until),
+                repr(now),
+            )
+        )
+        if written < 0:
+            raise ValueError(f"job {job.id} exists")
+        if written:
+            job.version, job.holder = 1, holder
+        return bool(written)
+
+    @_guarded
     def get(self, job_id: str) -> Job | None:
         rec, version, holder = self._r.hmget(self._key("job", job_id), ["rec", "v", "holder"])
         return _job(rec, version, holder) if rec is not None else None

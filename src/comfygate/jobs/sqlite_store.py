@@ -53,6 +53,15 @@ class SQLiteJobStore:
         )
         job.version, job.holder = 1, None
 
+    def insert_held(self, job: Job, holder: str, until: float, now: float) -> bool:
+        # One statement: the check and the insert are atomic by themselves.
+        values = (job.id, job.status.value, job.finished_at, json.dumps(job.to_record()))
+        with self._db.writing() as conn:
+            written = conn.execute(_INSERT_HELD, (*values, holder, until, now)).rowcount
+        if written:
+            job.version, job.holder = 1, holder
+        return bool(written)
+
     def get(self, job_id: str) -> Job | None:
         row = (
             self._db.one(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))  # noqa: S608
@@ -315,6 +324,11 @@ class SQLiteJobStore:
         return Delivery.from_record(json.loads(row[0])) if row else None
 
 
+_INSERT_HELD = (
+    "INSERT INTO jobs (id, status, finished_at, version, data, holder, lease_until) "
+    "SELECT ?, ?, ?, 1, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE status = 'queued' "
+    "AND (holder IS NULL OR lease_until < ?))"
+)
 _SWAP = (
     "UPDATE jobs SET status = ?, finished_at = ?, data = ?, holder = ?, "
     "lease_until = CASE WHEN ? IS NULL THEN NULL ELSE lease_until END, "

@@ -7,7 +7,9 @@ one contract suite in ``tests/contracts/test_job_store_contract.py``. What it mu
   delete;
 - **compare-and-set**: ``swap`` writes a job only if its stored ``version`` is the one the
   caller read; every write bumps it. The ledger (``jobs/ledger.py``) is the only caller;
-- **leases**: ``claim`` takes the oldest queued job nobody holds; ``take_over`` takes jobs
+- **leases**: ``claim`` takes the oldest queued job nobody holds; ``insert_held`` writes a
+  new job already held (a synchronous request's, sent at once) only while no queued job
+  waits for a claim, so it never jumps the queue; ``take_over`` takes jobs
   whose holder's lease ran out (a dead process); ``renew`` extends a holder's leases. A
   claim or a takeover bumps the version, so a holder that lost its job (it was slow, not
   dead) fails its next ``swap`` and learns it;
@@ -47,6 +49,14 @@ class JobStore(Protocol):
     # --- jobs ------------------------------------------------------------------------------
     def insert(self, job: Job) -> None:
         """Write a new job (version 1); an existing id is an error."""
+        ...
+
+    def insert_held(self, job: Job, holder: str, until: float, now: float) -> bool:
+        """Write a new job (version 1) held by ``holder`` until ``until``, as ``job`` says
+        (a submitted job: its backend and prompt id with it), in one atomic step with the
+        check that no queued job waits for a claim (none that nobody holds, nor one whose
+        lease ended before ``now``: what ``claim`` would take). False, writing nothing, when
+        one waits; an existing id is an error."""
         ...
 
     def get(self, job_id: str) -> Job | None:
