@@ -164,7 +164,7 @@ def test_a_prepared_group_holds_nothing_until_saved_into(storage: OutputStorage)
     assert read(storage, JOB, "9-0.png") == PNG
     storage.delete_group(JOB)
     assert storage.stat(JOB, "9-0.png") is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid output name or group"):
         storage.prepare("../etc")
 
 
