@@ -68,7 +68,7 @@ def test_the_sweep_keeps_what_an_unfinished_job_needs(
     assert gateway.pool is not None
     [backend] = gateway.pool.backends
     folders = LocalFolders(tmp_path / "comfy")
-    gateway.jobs.local_folders = {backend: folders}
+    gateway.jobs.local_folders[backend] = folders
     client = app.test_client()
     uri, _ = png_uri((9, 9, 9))
 
@@ -119,7 +119,7 @@ def test_the_retention_sweep_removes_what_a_job_left_on_comfyui(
     job_id = resp.headers["X-Job-Id"]
     # Known as local only from now on: the sweep at the job's end did not run for it.
     folders = LocalFolders(tmp_path / "comfy")
-    gateway.jobs.local_folders = {backend: folders}
+    gateway.jobs.local_folders[backend] = folders
     late = folders.job_outputs(job_id) / "out_00002_.png"
     late.parent.mkdir(parents=True)
     late.write_bytes(b"png")

@@ -32,6 +32,7 @@ from comfygate.jobs.bus import CLOSING, COLLECT, Empty, EventBus
 from comfygate.jobs.cache import ResultCache
 from comfygate.jobs.collect import Collector
 from comfygate.jobs.dispatch import Dispatcher, DispatchOptions, submitting_here
+from comfygate.jobs.ending import JobEnd
 from comfygate.jobs.holdings import Holdings
 from comfygate.jobs.ledger import Ledger, ending_later
 from comfygate.jobs.memory_bus import MemoryBus
@@ -158,7 +159,11 @@ class JobEngine:
             self.ledger.set_delivery(self.webhooks.delivery_for)
         # The backend's slot is free at once, not after the waiting request's answer is sent.
         self.ledger.on_end(lambda before, job: self.dispatcher.ended(job.id), at_once=True)
-        self.ledger.on_end(self._ended)
+        self.ended = JobEnd(
+            store, self.cache, self.admission, self.metrics, self.local_folders, self._later
+        )
+        self.ended.webhooks = self.webhooks
+        self.ledger.on_end(self.ended)
         self.ledger.set_later(self._later)
         self.ledger.on_queued(self._claim_now)
         # What api/ calls to make jobs (admission.py); batches below.
@@ -374,36 +379,5 @@ class JobEngine:
             self.store, self.storage, self.inputs, self.options.retention_s, self.local_folders
         )
 
-    # --- the end of a job (in the process that wrote it) ------------------------------------
-
-    def _cache_result(self, job: Job) -> None:
-        if job.cache_key is None or self.cache is None:
-            return
-        try:
-            self.cache.put(job.cache_key, job.outputs, job.id)
-        except (OSError, StorageFailed) as exc:
-            log.warning("could not cache the result: %s", exc, extra={"job_id": job.id})
-
     def _record_webhook(self, delivery: Delivery) -> None:
         self.ledger.webhook_state(delivery.job_id, delivery)
-
-    def _ended(self, before: JobStatus, job: Job) -> None:
-        if job.status is JobStatus.SUCCEEDED and not job.cached:
-            self._cache_result(job)
-        # After the cache has the result: until then an identical request finds this job by
-        # its key, and is answered from its files (Admission.enqueue).
-        key = self.admission.in_flight_key(job)
-        if key is not None:
-            self.store.leave_in_flight(key, job.id)
-        self.metrics.jobs_finished.labels(job.template, job.status.value).inc()
-        took = {"duration_s": round(job.finished_at - job.created_at, 3)} if job.finished_at else {}
-        log.info(
-            "job %s",
-            job.status.value,
-            extra={"job_id": job.id, "template": job.template, "backend": job.backend, **took},
-        )
-        if job.webhook_url and self.webhooks is not None:
-            self.webhooks.wake()
-        folders = self.local_folders.get(job.backend or "")
-        if before in (JobStatus.SUBMITTED, JobStatus.RUNNING) and folders is not None:
-            self._later(retention.remove_backend_files, self.store, folders, job)
