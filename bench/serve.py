@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from comfygate.config import load_settings
+from comfygate.config_load import load_settings
 from comfygate.serving import run
 
 

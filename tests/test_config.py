@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from comfygate.config import ConfigError, Settings, load_settings, prepare_data_dir
+from comfygate.config import ConfigError, Settings
+from comfygate.config_load import load_settings, prepare_data_dir
 from comfygate.serving import SECRET_SETTINGS, unknown_variables
 
 

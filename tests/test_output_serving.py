@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from flask import Flask
 
 from comfygate.cli import main
-from comfygate.config import ConfigError, load_settings
+from comfygate.config import ConfigError
+from comfygate.config_load import load_settings
 from comfygate.sdk import Client
 from comfygate.sdk.errors import ComfyGateError
 from comfygate.storage.local import LocalStorage

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from comfygate import redisconn
-from comfygate.config import load_settings
+from comfygate.config_load import load_settings
 from comfygate.errors import StorageFailed
 from comfygate.jobs.bus import CLOSING, Empty, Subscription, open_bus
 from comfygate.jobs.memory_bus import MemoryBus

@@ -9,7 +9,7 @@ from pathlib import Path
 import requests
 from flask import Flask
 
-from comfygate.config import load_settings
+from comfygate.config_load import load_settings
 from comfygate.wsgi_server import NewestFirst, build_server
 from tests.helpers import wait_for
 from tests.processes import free_port

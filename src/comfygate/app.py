@@ -11,7 +11,8 @@ from flask import Flask, Response, current_app, g, request
 from flask_cors import CORS
 
 from comfygate import access_log, api, ids, logs, proxy
-from comfygate.config import ConfigError, Settings, load_settings
+from comfygate.config import ConfigError, Settings
+from comfygate.config_load import load_settings
 from comfygate.gateway import Gateway
 from comfygate.keys import KeyRing, KeySpecError
 

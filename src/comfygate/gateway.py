@@ -21,7 +21,8 @@ from comfygate.backends.backend import parse_backend
 from comfygate.backends.pool import BackendPool
 from comfygate.comfy.folders import LocalFolders
 from comfygate.comfy.local import LocalComfyUI, LocalComfyUIConfig
-from comfygate.config import ConfigError, Settings, prepare_data_dir
+from comfygate.config import ConfigError, Settings
+from comfygate.config_load import prepare_data_dir
 from comfygate.egress import EgressPolicy
 from comfygate.jobs.bus import open_bus
 from comfygate.jobs.engine import EngineOptions, JobEngine

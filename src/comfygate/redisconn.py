@@ -20,7 +20,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from comfygate.config import without_password
+from comfygate.config_load import without_password
 from comfygate.errors import StorageFailed
 
 # A Redis that does not accept the connection is given up on after this.

@@ -28,14 +28,8 @@ import click
 from pydantic.fields import FieldInfo
 
 from comfygate import __version__, logs
-from comfygate.config import (
-    ENV_PREFIX,
-    ConfigError,
-    Settings,
-    is_loopback,
-    load_settings_with_sources,
-    without_password,
-)
+from comfygate.config import ENV_PREFIX, ConfigError, Settings, is_loopback
+from comfygate.config_load import load_settings_with_sources, without_password
 
 log = logging.getLogger("comfygate.serve")
 

@@ -26,7 +26,7 @@ from comfygate.api import auth
 from comfygate.api.clients import client_key
 from comfygate.api.errors import error_response
 from comfygate.config import ConfigError, Settings
-from comfygate.config import without_password as redacted
+from comfygate.config_load import without_password as redacted
 
 EXTENSION = "comfygate.limiter"
 # A Redis that does not answer must not hold a request for the TCP timeout (minutes): the
