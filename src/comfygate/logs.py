@@ -111,12 +111,15 @@ class TextFormatter(logging.Formatter):
         return self.default_msec_format % (text, record.msecs)
 
     def format(self, record: logging.LogRecord) -> str:
-        record.message = escape(record.getMessage())
+        record.message = message = escape(record.getMessage())
         record.asctime = self.formatTime(record, self.datefmt)
-        line = self.formatMessage(record)
-        extra = " ".join(f"{k}={_value(v)}" for k, v in _fields(record).items())
-        rid = _value(getattr(record, "request_id", "-"))
-        line = f"{line} request_id={rid}" + (f" {extra}" if extra else "")
+        # The format string of __init__, written out: the one line every request makes.
+        parts = [
+            f"{record.asctime} {record.levelname:<7} {record.name}: {message} "
+            f"request_id={_value(getattr(record, 'request_id', '-'))}"
+        ]
+        parts.extend(f"{k}={_value(v)}" for k, v in record.__dict__.items() if k not in _STANDARD)
+        line = " ".join(parts)
         trailer = []
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
