@@ -94,6 +94,9 @@ def test_profile_cheap_routes_prints_each_route_and_its_phases() -> None:
         assert f"  {route}" in proc.stdout
     assert "answer by version (answers.job)" in proc.stdout
     assert "links to the job (give)" in proc.stdout
+    # Each route also called as a WSGI app, without the test client's own time.
+    assert "GET /v1/jobs/{id}, direct:" in proc.stdout
+    assert "cache hit, direct:" in proc.stdout
 
 
 def test_loadgen_parses_wrk_output() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from comfygate.keys import owner_id
 from comfygate.logs import TextFormatter
 from comfygate.testing.fake_comfyui import FakeComfyUI
 from tests.conftest import MakeApp
@@ -133,6 +134,40 @@ def test_an_event_stream_is_logged_when_it_ends(
         "-",
     )
     assert line.__dict__["duration_ms"] >= 0
+
+
+def test_access_lines_name_the_caller_by_key_id_and_the_path_as_sent(
+    fake: FakeComfyUI, make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The line's fields come from the environ the app fills in as it goes (request id,
+    key id): a keyed caller's key id (never the key), ``-`` for one refused before it was
+    known and on a public route; the path decoded as the app saw it, query string off."""
+    client = make_app([fake.url], api_keys="key-a").test_client()
+    caplog.set_level(logging.INFO, "comfygate")
+    owner = owner_id("key-a")
+    keyed = {"Authorization": "Bearer key-a", "X-Request-Id": "req-9"}
+    assert client.get("/v1/jobs/caf%C3%A9?x=1", headers=keyed).status_code == 404
+    assert client.get("/v1/jobs", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/healthz").status_code == 200
+    lines = {r.__dict__["path"]: r.__dict__ for r in records(caplog, "request")}
+    assert lines["/v1/jobs/café"]["key_id"] == owner
+    assert lines["/v1/jobs/café"]["request_id"] == "req-9"
+    assert lines["/v1/jobs/café"]["status"] == 404
+    assert (lines["/v1/jobs"]["key_id"], lines["/v1/jobs"]["status"]) == ("-", 401)
+    assert lines["/healthz"]["key_id"] == "-"
+    assert all("key-a" not in str(v) for line in lines.values() for v in line.values())
+
+
+def test_text_lines_carry_the_time_of_their_own_record() -> None:
+    """The date and clock are made once per second and kept: each record still shows its
+    own second and milliseconds, as ``logging.Formatter`` writes them."""
+    formatter = TextFormatter()
+    plain = logging.Formatter()
+    for created in (1_700_000_000.001, 1_700_000_000.999, 1_700_000_001.5, 1_699_999_999.25):
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        assert formatter.format(record).startswith(plain.formatTime(record) + " INFO")
 
 
 def test_access_log_off(

@@ -8,8 +8,11 @@ id is on every line already (logs.py). ``ACCESS_LOG=false`` turns it off (a prox
 may log the same).
 
 A WSGI middleware, not a Flask hook: Flask's ``call_on_close`` is lost when a file is handed
-to the server's ``wsgi.file_wrapper`` (outputs, cache hits), and the server's own file path
-must stay (it sends files without reading them through Python).
+to the server's ``wsgi.file_wrapper``, and the server's own file path must stay (it sends
+files without reading them through Python). What only the app knows it leaves in the environ
+as it goes (the request id: app.py's first hook; the caller's key id: api/auth.py), so no
+Flask hook runs for the log: an ``after_request`` hook and its ``request``/``g`` look-ups
+were a tenth of a job read (docs/BENCHMARKS.md §4).
 """
 
 from __future__ import annotations
@@ -19,31 +22,60 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, g, request
+from flask import Flask
 from werkzeug.wsgi import ClosingIterator
 
-from comfygate.api import auth
+from comfygate.api.auth import KEY_ID
+from comfygate.logs import REQUEST_ID
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger("comfygate.access")
-_FIELDS = "comfygate.access"  # the environ key where the app leaves what only it knows
+_INFO = logging.INFO
 
 
 def init_app(app: Flask) -> None:
-    app.after_request(_note)
     app.wsgi_app = AccessLog(app.wsgi_app)  # type: ignore[method-assign]
 
 
-def _note(resp: Response) -> Response:
-    owner = auth.principal().owner
-    request.environ[_FIELDS] = {
-        "path": request.path,
-        "key_id": owner if owner not in (None, "-") else "-",
-        "request_id": g.get("request_id", "-"),
-    }
-    return resp
+def _path(environ: WSGIEnvironment) -> str:
+    """``request.path``: the WSGI path (latin-1 text of the raw bytes) as UTF-8, one slash
+    first, without the query string."""
+    raw = environ.get("PATH_INFO") or ""
+    return "/" + raw.encode("latin1").decode(errors="replace").lstrip("/")
+
+
+def _write(environ: WSGIEnvironment, status: int, started: float) -> None:
+    """The line, as ``log.info("request", extra=...)`` writes it, without looking for the
+    caller in the stack (the record names this function, as that look-up would)."""
+    if not log.isEnabledFor(_INFO):
+        return
+    key_id = environ.get(KEY_ID)
+    record = log.makeRecord(
+        log.name,
+        _INFO,
+        __file__,
+        _LINE,
+        "request",
+        (),
+        None,
+        "_write",
+        {
+            "method": environ.get("REQUEST_METHOD", "-"),
+            "path": _path(environ),
+            "status": status,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            "key_id": key_id if key_id not in (None, "-") else "-",
+            "client": environ.get("REMOTE_ADDR") or "-",
+            # Explicit: by the time a stream ends, this thread may log for another.
+            "request_id": environ.get(REQUEST_ID, "-"),
+        },
+    )
+    log.handle(record)
+
+
+_LINE = _write.__code__.co_firstlineno
 
 
 class AccessLog:
@@ -52,44 +84,38 @@ class AccessLog:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started = time.monotonic()
-        status: list[int] = []
+        status = [0]
 
         def _start(code: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            status.append(int(code.split(" ", 1)[0]))
+            status[0] = int(code[:3])
             return start_response(code, headers, exc_info)
 
-        def _write() -> None:
-            noted = environ.get(_FIELDS) or {}
-            log.info(
-                "request",
-                extra={
-                    "method": environ.get("REQUEST_METHOD", "-"),
-                    "path": noted.get("path", environ.get("PATH_INFO", "-")),
-                    "status": status[-1] if status else 0,
-                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
-                    "key_id": noted.get("key_id", "-"),
-                    "client": environ.get("REMOTE_ADDR") or "-",
-                    # Explicit: by the time a stream ends, this thread may log for another.
-                    "request_id": noted.get("request_id", "-"),
-                },
-            )
+        def _done() -> None:
+            _write(environ, status[0], started)
 
         body = self.app(environ, _start)
-        file_wrapper = environ.get("wsgi.file_wrapper")
-        if isinstance(file_wrapper, type) and isinstance(body, file_wrapper):
-            _chain_close(body, _write)  # keep the server's file path: no wrapping iterator
+        # The line when the server closes the body: chained to the body's own close (no
+        # iterator around it, which would cost a Python call per chunk and hide a file
+        # handed to the server's file path), or around a body that has none.
+        if _chain_close(body, _done):
             return body
-        return ClosingIterator(body, _write)
+        return ClosingIterator(body, _done)
 
 
-def _chain_close(body: Any, after: Callable[[], None]) -> None:
+def _chain_close(body: Any, after: Callable[[], None]) -> bool:
+    """Make ``body.close()`` call ``after`` when it is done; False if it cannot be."""
     close = getattr(body, "close", None)
+    if close is None:
+        return False
 
     def _close() -> None:
         try:
-            if close is not None:
-                close()
+            close()
         finally:
             after()
 
-    body.close = _close
+    try:
+        body.close = _close
+    except AttributeError:  # a type whose attributes cannot be set (slots, built-ins)
+        return False
+    return True

@@ -129,6 +129,7 @@ class Metrics:
         self.cache = Counter(
             "comfygate_cache_lookups", "result cache lookups", ["result"], registry=r
         )
+        self._cache_hits = self.cache.labels("hit")  # kept: one per hit (see request_done)
 
     def request_done(self, route: str, method: str, status: int, seconds: float | None) -> None:
         """Count one HTTP request and observe its duration. The label children are kept:
@@ -147,6 +148,10 @@ class Metrics:
             timed = self.request_seconds.labels(route)
             self._duration_children[route] = timed
         timed.observe(seconds)
+
+    def cache_hit(self) -> None:
+        """Count a result-cache hit (``comfygate_cache_lookups{result="hit"}``)."""
+        self._cache_hits.inc()
 
     def watch_pool(
         self, snapshot: Callable[[], list[dict[str, Any]]], queued: Callable[[], int]

@@ -56,15 +56,24 @@ def init_app(app: Flask) -> None:
 
 def job(job_id: str, owner: str | None) -> Response:
     """What ``jsonify(urls.job(jobs.get(job_id, owner)))`` answers, the same bytes."""
-    service = engine.jobs()
-    if engine.settings().output_urls == "presigned":
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # one look-up
+    gateway = app.extensions[engine.EXTENSION]
+    service = gateway.jobs
+    if service is None:
+        service = engine.jobs()  # raises: the gateway has not started
+    if gateway.settings.output_urls == "presigned":
         return jsonify(urls.job(service.get(job_id, owner)))
     version = service.store.version(job_id)
-    answers: Answers = current_app.extensions[EXTENSION]
+    answers: Answers = app.extensions[EXTENSION]
     prefix = request.script_root
     kept = answers.get((job_id, version, prefix)) if version is not None else None
     if kept is None or (owner is not None and kept.owner != owner):
         found = service.get(job_id, owner)  # the 404 (gone, or another owner's), or the job
         kept = Kept(found.owner, jsonify(urls.job(found, urls.Links(prefix))).get_data())
         answers.put((job_id, found.version, prefix), kept)  # its own: maybe newer
-    return current_app.response_class(kept.body, mimetype="application/json")
+    resp: Response = app.response_class(kept.body, headers=_JSON)
+    return resp
+
+
+# The content type alone, given as a header: ``mimetype=`` looks up whether to add a charset.
+_JSON = (("Content-Type", "application/json"),)

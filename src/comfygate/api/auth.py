@@ -25,6 +25,7 @@ from comfygate.errors import Forbidden, Unauthorized
 from comfygate.keys import OPEN, KeyRing, Principal
 
 EXTENSION = "comfygate.keys"
+KEY_ID = "comfygate.key_id"  # the WSGI environ key of the caller's key id (the access log)
 
 PUBLIC_ENDPOINTS = frozenset(
     {
@@ -75,7 +76,8 @@ def authenticate() -> Response | None:
     if not keys:
         g.principal = OPEN
         return None
-    if request.endpoint in PUBLIC_ENDPOINTS:
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy look-up
+    if req.endpoint in PUBLIC_ENDPOINTS:
         g.principal = None
         return None
     if _allowed_preflight():
@@ -91,7 +93,8 @@ def authenticate() -> Response | None:
             else "the API key is not valid"
         )
     g.principal = principal
-    if request.endpoint in ADMIN_ENDPOINTS and not principal.admin:
+    req.environ[KEY_ID] = principal.owner  # for the access log's line
+    if req.endpoint in ADMIN_ENDPOINTS and not principal.admin:
         raise Forbidden("this route needs an API key with the 'admin' scope")
     return None
 

@@ -73,7 +73,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     decided: dict[str, bool] = {}
 
     def guard() -> None:
-        host = request.host
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy look-up
+        host = req.host
         allowed = decided.get(host)
         if allowed is None:
             allowed = host_allowed(host, allowed_hosts)
@@ -81,19 +82,19 @@ def init_app(app: Flask, settings: Settings) -> None:
                 decided[host] = allowed
         if not allowed:
             raise BadRequest("this Host is not answered here (ALLOWED_HOSTS)", {"header": "Host"})
-        if request.method in SAFE_METHODS:
+        if req.method in SAFE_METHODS:
             return
-        origin = request.headers.get("Origin")
+        origin = req.headers.get("Origin")
         if origin is not None:
             seen = _origin(origin)
-            if seen is None or (seen != _origin(request.host_url) and seen not in trusted):
+            if seen is None or (seen != _origin(req.host_url) and seen not in trusted):
                 raise Forbidden(
                     "cross-site requests are refused: this Origin is not the gateway's own "
                     "nor in CORS_ORIGINS",
                     {"header": "Origin"},
                 )
             return
-        if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
+        if req.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
             raise Forbidden(
                 "cross-site requests are refused (Sec-Fetch-Site)", {"header": "Sec-Fetch-Site"}
             )

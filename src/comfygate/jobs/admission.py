@@ -219,7 +219,7 @@ class Admission:
         if hit is not None and not self.cache.give(hit, job.id):
             hit = None  # evicted between the lookup and the copies: run it after all
         if hit is not None:  # a miss is counted when the request is not answered after all
-            self.metrics.cache.labels("hit").inc()
+            self.metrics.cache_hit()
         return hit
 
     def enqueue(self, job: Job, *, cache: bool = True) -> Job:
