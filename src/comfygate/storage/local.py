@@ -25,7 +25,6 @@ from comfygate.storage.base import StoredFile, require_valid, valid
 from comfygate.storage.files import (
     CONTENT_TYPES,
     content_type,
-    file_chunks,
     image_size,
     output_name,
 )
@@ -50,6 +49,42 @@ def _writing() -> Iterator[None]:
         yield
     except OSError as exc:
         raise StorageFailed(f"output storage cannot be written ({exc.strerror})") from None
+
+
+def _regular_size(path: str) -> int | None:
+    """The size of a regular file (not a symlink, not a folder), or None."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _link(source: str, target: Path, name: str) -> None:
+    """Give ``target`` the file ``source``, replacing one of that name: a hard link (one
+    filesystem: no bytes copied, and the name appears whole at once), else a copy written
+    beside it and renamed over it. ``FileNotFoundError`` if the source went meanwhile."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+        return
+    except FileExistsError:
+        pass  # replaced below, through a name of its own
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no stored file {name}") from None
+    except OSError:
+        pass  # another filesystem, or links not allowed there: a copy
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+    try:
+        os.link(source, tmp, follow_symlinks=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no stored file {name}") from None
+    except OSError:
+        try:
+            shutil.copyfile(source, tmp)
+        except FileNotFoundError:
+            tmp.unlink(missing_ok=True)
+            raise FileNotFoundError(f"no stored file {name}") from None
+    os.replace(tmp, target)
 
 
 class LocalFile:
@@ -102,7 +137,12 @@ class LocalStorage:
         path = self._path(group, name)
         if path is None:  # a valid name whose folder leads out of the root
             raise ValueError("invalid output name or group")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(path.parent)  # the group's folder, right under the root
+        except FileExistsError:
+            pass
+        except FileNotFoundError:  # the root itself went
+            path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def save(self, group: str, name: str, chunks: Iterable[bytes]) -> int:
@@ -132,34 +172,13 @@ class LocalStorage:
                 path.mkdir(exist_ok=True)
 
     def save_file(self, group: str, name: str, source: str) -> int:
-        path = self._target(group, name)
-        try:
-            info = os.lstat(source)
-        except OSError:
-            raise FileNotFoundError(f"no file {name} to store") from None
-        if not stat.S_ISREG(info.st_mode):
+        target = self._target(group, name)
+        size = _regular_size(source)
+        if size is None:
             raise FileNotFoundError(f"no file {name} to store")
-        try:
-            # A hard link: the same bytes without a copy (one filesystem); the name appears
-            # whole at once, like a rename.
-            os.link(source, path, follow_symlinks=False)
-            return info.st_size
-        except FileExistsError:  # collected again: replace it the same way
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
-            try:
-                os.link(source, tmp, follow_symlinks=False)
-            except OSError:
-                return self._copy_in(group, name, source)
-            os.replace(tmp, path)
-            return info.st_size
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no file {name} to store") from None
-        except OSError:  # another filesystem, or links not allowed there: a copy
-            return self._copy_in(group, name, source)
-
-    def _copy_in(self, group: str, name: str, source: str) -> int:
-        with file_chunks(source, name, _CHUNK) as chunks:
-            return self.save(group, name, chunks)
+        with _writing():
+            _link(source, target, name)
+        return size
 
     def open(self, group: str, name: str) -> LocalFile | None:
         path = self._path(group, name)
@@ -196,21 +215,9 @@ class LocalStorage:
     def copy(self, source_group: str, name: str, target_group: str) -> None:
         require_valid(source_group, name)
         source = self._path(source_group, name)
-        target = self._target(target_group, name)
-        if source is None or self.stat(source_group, name) is None:  # a regular file only
+        if source is None or _regular_size(str(source)) is None:  # a regular file only
             raise FileNotFoundError(f"no stored file {name}")
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
-        try:
-            os.link(source, tmp)  # free on one filesystem
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no stored file {name}") from None  # deleted meanwhile
-        except OSError:
-            try:
-                shutil.copyfile(source, tmp)
-            except FileNotFoundError:
-                tmp.unlink(missing_ok=True)
-                raise FileNotFoundError(f"no stored file {name}") from None
-        os.replace(tmp, target)
+        _link(str(source), self._target(target_group, name), name)
 
     def delete_group(self, group: str) -> None:
         require_valid(group)
