@@ -123,8 +123,11 @@ def main(argv: list[str] | None = None) -> Path:
         if peer is not None:
             runners[PEER] = _peer_runner(peer)
             report.extra_versions.update(peer_versions())
-        for run in runners.values():  # warm-up, not counted
-            run()
+        for name, run in runners.items():  # warm-up, not counted (a peer's failure too)
+            try:
+                run()
+            except Exception as exc:
+                print(f"  {name} (warm-up): {exc}", flush=True)
         latencies = {name: [] for name in runners}
         failures = dict.fromkeys(runners, 0)
         names = list(runners)
