@@ -267,21 +267,30 @@ def test_a_crash_between_claimed_and_submitted(store: SQLiteJobStore, tmp_path: 
 
 
 @pytest.mark.parametrize("posted", [False, True], ids=["before-the-post", "after-the-post"])
+@pytest.mark.parametrize("written", ["claimed-then-submitted", "inserted-held"])
 def test_a_crash_between_submitted_and_running(
-    store: SQLiteJobStore, tmp_path: Path, posted: bool
+    store: SQLiteJobStore, tmp_path: Path, posted: bool, written: str
 ) -> None:
     """A recorded the submission and died, before or after its POST reached ComfyUI. B takes
     it over and asks ComfyUI by prompt id: a prompt ComfyUI has is followed to its end (never
-    sent twice); one it never got is sent again, as a second attempt."""
+    sent twice); one it never got is sent again, as a second attempt. The same whether A
+    claimed a queued job and then wrote it submitted, or (a synchronous request with nobody
+    queued before it) wrote it submitted and held at once (``Ledger.create_submitted``)."""
     pool = StubPool("backend-1")
     client = pool.backends["backend-1"].client
     a, b = Process("a", store, pool, tmp_path), Process("b", store, pool, tmp_path)
-    job = new_job(store, a.ledger)
-    claimed = store.claim("a", a.dispatcher.until(), time.time())
-    assert claimed is not None
     backend = pool.acquire()
     assert backend is not None
-    submitted = a.ledger.submitted(claimed, "a", backend.name, "prompt-1")
+    if written == "inserted-held":
+        job = Job(template="workflow", params={}, graph={"1": {"class_type": "X", "inputs": {}}})
+        submitted = a.ledger.create_submitted(
+            job, "a", a.dispatcher.until(), backend.name, "prompt-1"
+        )
+    else:
+        job = new_job(store, a.ledger)
+        claimed = store.claim("a", a.dispatcher.until(), time.time())
+        assert claimed is not None
+        submitted = a.ledger.submitted(claimed, "a", backend.name, "prompt-1")
     assert submitted is not None
     if posted:
         client.submit({}, "prompt-1")
