@@ -38,7 +38,15 @@ def _redis(request: pytest.FixtureRequest) -> Opener:
     server: RedisServer = request.getfixturevalue("redis_server")
     with server.client() as client:
         client.flushall()
-    return lambda: RedisJobStore(redisconn.connect(server.url))
+    clients: list[Any] = []
+
+    def make() -> JobStore:
+        clients.append(redisconn.connect(server.url))
+        return RedisJobStore(clients[-1])
+
+    # The store leaves its client's pool to whoever made it (the gateway shares it): here.
+    request.addfinalizer(lambda: [c.connection_pool.disconnect() for c in clients])
+    return make
 
 
 def _sqlite(request: pytest.FixtureRequest) -> Opener:

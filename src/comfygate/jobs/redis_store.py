@@ -112,37 +112,20 @@ class RedisJobStore:
     def _finished_score(self, job: Job) -> str:
         return repr(job.finished_at if job.finished_at is not None else job.created_at)
 
+    def _new(self, job: Job) -> tuple[Any, ...]:
+        """The arguments of the INSERT and INSERT_HELD scripts that write a new record."""
+        score = self._finished_score(job)
+        return (job.id, _dump(job.to_record()), job.status.value, job.owner or "", score, self._ttl)
+
     @_guarded
     def insert(self, job: Job) -> None:
-        added = self._run(
-            "INSERT",
-            job.id,
-            _dump(job.to_record()),
-            job.status.value,
-            job.owner or "",
-            self._finished_score(job),
-            self._ttl,
-        )
-        if not added:
+        if not self._run("INSERT", *self._new(job)):
             raise ValueError(f"job {job.id} exists")
         job.version, job.holder = 1, None
 
     @_guarded
     def insert_held(self, job: Job, holder: str, until: float, now: float) -> bool:
-        written = int(
-            self._run(
-                "INSERT_HELD",
-                job.id,
-                _dump(job.to_record()),
-                job.status.value,
-                job.owner or "",
-                self._finished_score(job),
-                self._ttl,
-                holder,
-                repr(until),
-                repr(now),
-            )
-        )
+        written = int(self._run("INSERT_HELD", *self._new(job), holder, repr(until), repr(now)))
         if written < 0:
             raise ValueError(f"job {job.id} exists")
         if written:
