@@ -212,15 +212,17 @@ class _Writer:
 _listener: _Writer | None = None
 
 
-def _stop_listener() -> None:
-    """Write what is queued, then stop the writer thread (also at exit)."""
+def finish() -> None:
+    """Write every line queued, then stop the writer thread: at exit, and before a last
+    message of the process's own (``comfygate: cannot start: ...``), which must come after
+    the log lines that led to it, not between them."""
     global _listener
     if _listener is not None:
         _listener.stop()
         _listener = None
 
 
-atexit.register(_stop_listener)
+atexit.register(finish)
 
 
 def configure(log_format: str = "text", level: str = "INFO") -> None:
@@ -234,7 +236,7 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     for old in list(root.handlers):
         if getattr(old, "_comfygate", False):
             root.removeHandler(old)
-    _stop_listener()
+    finish()
     _listener = _Writer(records, stream)
     _listener.start()
     handler._comfygate = True  # type: ignore[attr-defined]

@@ -190,9 +190,11 @@ def run(settings: Settings, waitress: dict[str, Any] | None = None) -> None:
     try:
         app = create_app(settings=settings, configure_logging=False)
     except ConfigError as exc:
+        logs.finish()
         click.echo(f"comfygate: {exc}", err=True)
         sys.exit(2)
     except Exception as exc:
+        logs.finish()
         click.echo(f"comfygate: cannot start: {exc}", err=True)
         sys.exit(1)
     gateway = app.extensions["comfygate"]
@@ -206,6 +208,7 @@ def run(settings: Settings, waitress: dict[str, Any] | None = None) -> None:
         server = build_server(app, settings, **(waitress or {}))
     except OSError as exc:
         gateway.stop()
+        logs.finish()
         click.echo(
             f"comfygate: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", err=True
         )
