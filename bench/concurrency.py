@@ -207,6 +207,20 @@ class Probes:
         return added
 
 
+async def _settled_rss_kib(gw: Gateway) -> int:
+    """The gateway's RSS once it no longer grows (two readings 0.2 s apart within 1 %: the
+    last clients' buffers are allocated), or as it is after 10 s."""
+    deadline = time.monotonic() + 10.0
+    last = gw.rss_kib()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        now = gw.rss_kib()
+        if abs(now - last) <= last / 100:
+            return now
+        last = now
+    return last
+
+
 async def _scenario(
     gw: Gateway, held: Fakes, probes: Probes, mode: str, clients: int, args: Any, out: Outcome
 ) -> None:
@@ -249,8 +263,7 @@ async def _scenario(
     out.held_connections = waiting()
     if out.held_connections >= clients:
         out.seconds_to_all_waiting = time.monotonic() - started
-    await asyncio.sleep(1.0)
-    out.rss_waiting_mib = gw.rss_kib() / 1024
+    out.rss_waiting_mib = await _settled_rss_kib(gw) / 1024
     out.threads = thread_count(gw.pid)
     out.open_fds = len(os.listdir(f"/proc/{gw.pid}/fd"))
     out.kib_per_client = (out.rss_waiting_mib - out.rss_idle_mib) * 1024 / max(1, clients)

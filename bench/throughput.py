@@ -115,6 +115,11 @@ class Window:
         self.pids = pids
         self.cpu_at_open: dict[str, float] = {}
         self.cpu_spent: dict[str, float] = {}
+        self.over = threading.Event()  # the run is over (early, on a failure): waits end
+
+    def reached(self, at: float) -> bool:
+        """Wait for monotonic time ``at``; False if the run was over first."""
+        return not self.over.wait(max(0.0, at - time.monotonic()))
 
     def counts(self, at: float) -> bool:
         return self.opens <= at <= self.closes
@@ -131,13 +136,14 @@ class Window:
         """A thread that samples the CPU times when the window opens and when it closes."""
 
         def sample() -> None:
-            time.sleep(max(0.0, self.opens - time.monotonic()))
+            if not self.reached(self.opens):
+                return
             self.cpu_at_open = self._cpu()
             gateway = self.pids.get("gateway")
             threads = None
             if self.by_thread and gateway is not None:
                 threads = ThreadSnapshot.take(gateway, self.cpu_at_open["gateway"])
-            time.sleep(max(0.0, self.closes - time.monotonic()))
+            self.reached(self.closes)  # a run over early is sampled as far as it went
             end = self._cpu()
             self.cpu_spent = {k: end[k] - self.cpu_at_open[k] for k in end}
             if threads is not None:
@@ -184,8 +190,19 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
     return status, body, keep
 
 
-async def _client(port: int, window: Window, run: Run, cap: list[int], timeout_s: float) -> None:
-    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _connect(port: int) -> Connection | None:
+    try:
+        return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 30)
+    except (OSError, TimeoutError):
+        return None  # the client tries again, and counts the error if it fails then
+
+
+async def _client(
+    port: int, window: Window, run: Run, cap: list[int], timeout_s: float, conn: Connection | None
+) -> None:
     try:
         while window.sending() and cap[0] > 0:
             cap[0] -= 1
@@ -222,9 +239,11 @@ async def _gateway_run(port: int, window: Window, run: Run, max_jobs: int, drain
     cap = [max_jobs]
     tasks: list[asyncio.Task[None]] = []
     for start in range(0, run.clients, CONNECT_BATCH):
-        for _ in range(min(CONNECT_BATCH, run.clients - start)):
-            tasks.append(asyncio.create_task(_client(port, window, run, cap, drain_s)))
-        await asyncio.sleep(0.02)
+        # Each batch connected before the next is opened: the listen backlog never overflows.
+        batch = min(CONNECT_BATCH, run.clients - start)
+        conns = await asyncio.gather(*(_connect(port) for _ in range(batch)))
+        for conn in conns:
+            tasks.append(asyncio.create_task(_client(port, window, run, cap, drain_s, conn)))
     _, late = await asyncio.wait(tasks, timeout=window.closes - time.monotonic() + drain_s)
     for task in late:  # bounded: a client still waiting after the drain counts as an error
         task.cancel()
@@ -248,7 +267,10 @@ def run_gateway(
     if profile is not None:
         spy = threading.Thread(target=py_spy, args=(gateway.pid, window, profile), daemon=True)
         spy.start()
-    asyncio.run(_gateway_run(gateway.port, window, run, args.max_jobs, args.drain))
+    try:
+        asyncio.run(_gateway_run(gateway.port, window, run, args.max_jobs, args.drain))
+    finally:
+        window.over.set()
     sampler.join(130)
     if spy is not None:
         spy.join(130)
@@ -319,6 +341,7 @@ def run_direct(url: str, backend_pid: int, args: Any, round_no: int) -> Run:
                 run.latencies_s.append(done - started)
         for _ in queued:
             run.error("no answer before the drain ended")
+    window.over.set()
     sampler.join(5)
     _spent(run, window)
     return run
@@ -381,7 +404,8 @@ def py_spy(pid: int, window: Window, out: Path) -> None:
     if not have_py_spy():
         print("  (py-spy is not installed in this venv: no stacks)", flush=True)
         return
-    time.sleep(max(0.0, window.opens + 1.0 - time.monotonic()))  # after the threads' names
+    if not window.reached(window.opens + 1.0):  # after the threads' names
+        return
     seconds = max(1, round(window.closes - time.monotonic()))
     cmd = [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "50"]
     cmd += ["--gil", "--nonblocking", "--format", "raw", "-o", str(out)]
