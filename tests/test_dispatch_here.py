@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from comfygate.jobs.dispatch import submitting_here
-from comfygate.jobs.model import Job, JobStatus
+from comfygate.jobs.model import JobStatus
 from comfygate.jobs.sqlite_store import SQLiteJobStore
 from tests.helpers import wait_for
-from tests.test_engine import Process, StubPool, new_job, status
+from tests.test_engine import Process, StubPool, a_job, new_job, status
 
 
 @pytest.fixture
@@ -24,10 +24,6 @@ def store(tmp_path: Path) -> Iterator[SQLiteJobStore]:
     made = SQLiteJobStore(tmp_path / "jobs.sqlite3")
     yield made
     made.close()
-
-
-def a_job() -> Job:
-    return Job(template="workflow", params={}, graph={"1": {"class_type": "X", "inputs": {}}})
 
 
 def claim_on_queue(process: Process) -> None:

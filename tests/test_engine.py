@@ -187,8 +187,13 @@ def store(tmp_path: Path) -> Iterator[SQLiteJobStore]:
     made.close()
 
 
+def a_job() -> Job:
+    """A new job, not written yet."""
+    return Job(template="workflow", params={}, graph={"1": {"class_type": "X", "inputs": {}}})
+
+
 def new_job(store: SQLiteJobStore, ledger: Ledger) -> Job:
-    job = Job(template="workflow", params={}, graph={"1": {"class_type": "X", "inputs": {}}})
+    job = a_job()
     ledger.create(job)
     return job
 
@@ -282,7 +287,7 @@ def test_a_crash_between_submitted_and_running(
     backend = pool.acquire()
     assert backend is not None
     if written == "inserted-held":
-        job = Job(template="workflow", params={}, graph={"1": {"class_type": "X", "inputs": {}}})
+        job = a_job()
         submitted = a.ledger.create_submitted(
             job, "a", a.dispatcher.until(), backend.name, "prompt-1"
         )

@@ -34,7 +34,7 @@ from comfygate.jobs.collect import Collector
 from comfygate.jobs.dispatch import Dispatcher, DispatchOptions, submitting_here
 from comfygate.jobs.ending import JobEnd
 from comfygate.jobs.holdings import Holdings
-from comfygate.jobs.ledger import Ledger, ending_later
+from comfygate.jobs.ledger import Ledger
 from comfygate.jobs.memory_bus import MemoryBus
 from comfygate.jobs.model import Delivery, Job, JobStatus
 from comfygate.jobs.reconcile import Reconciler
@@ -327,8 +327,8 @@ class JobEngine:
                 if kind == COLLECT:  # ComfyUI says it succeeded: collect it in this thread
                     ended = None
                     try:
-                        with ending_later():  # answer first; the end's bookkeeping after
-                            ended = self.collector.finalize(job_id, data["entry"])
+                        # The end's bookkeeping waits for the answer (answering()).
+                        ended = self.collector.finalize(job_id, data["entry"])
                     except Exception:  # the end from /history (executing: null) follows
                         log.exception("collecting in the waiting request failed")
                     job = ended or self.get(job_id)

@@ -60,20 +60,8 @@ def payload(job: Job) -> dict[str, Any]:
     return {**job.public(), VERSION: job.version}
 
 
-_END_LATER: ContextVar[bool] = ContextVar("end_later", default=False)
+# The end listeners held in this context by ``Ledger.holding_ends`` (a waiting request).
 _HELD: ContextVar[list[Callable[[], None]] | None] = ContextVar("held_ends", default=None)
-
-
-@contextmanager
-def ending_later() -> Iterator[None]:
-    """A job this thread ends in the block has its end listeners (the result cache, the
-    coalescing key, the backend's slot, metrics, the log line) run on another thread: for a
-    waiting request that collects its own job and answers right after."""
-    token = _END_LATER.set(True)
-    try:
-        yield
-    finally:
-        _END_LATER.reset(token)
 
 
 def _unassign(job: Job) -> None:
@@ -94,7 +82,7 @@ class Ledger:
         self._later: Callable[[Callable[[], None]], None] | None = None
 
     def set_later(self, later: Callable[[Callable[[], None]], None]) -> None:
-        """Where the end listeners of a job ended in an ``ending_later()`` block run."""
+        """Where the end listeners held by ``holding_ends()`` run once released."""
         self._later = later
 
     def set_delivery(self, factory: DeliveryFor) -> None:
@@ -107,7 +95,7 @@ class Ledger:
 
     def on_end(self, listener: EndListener, *, at_once: bool = False) -> None:
         """Called once per job, after its terminal state is written, in the writing process;
-        ``at_once``: never deferred by ``ending_later()`` (what must not wait for an answer
+        ``at_once``: never held by ``holding_ends()`` (what must not wait for an answer
         to be sent, such as the backend's slot)."""
         (self._on_end_at_once if at_once else self._on_end).append(listener)
 
@@ -207,21 +195,18 @@ class Ledger:
             self.soon(lambda: self._ended(before, job, self._on_end))
 
     def soon(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` now, or on the other thread in an ``ending_later()`` block (held until
-        the ``holding_ends()`` block around it releases them, if there is one)."""
-        if not _END_LATER.get() or self._later is None:
-            fn()
-            return
+        """Run ``fn`` now, or, in a ``holding_ends()`` block, once it is released."""
         held = _HELD.get()
-        if held is not None:
+        if held is not None and self._later is not None:
             held.append(fn)
         else:
-            self._later(fn)
+            fn()
 
     @contextmanager
     def holding_ends(self) -> Iterator[Callable[[], None]]:
-        """For a request that waits for its job and answers: what ``ending_later()`` sends
-        to the other thread in the block is held until the call it yields is made (once the
+        """For a request that waits for its job and answers: the end listeners (the result
+        cache, the coalescing key, metrics, the log line) of a job this thread ends in the
+        block are held until the call it yields sends them to the other thread (once the
         answer is out, so the bookkeeping does not compete with sending it; the call may come
         after the block, and more than once)."""
         held: list[Callable[[], None]] = []
@@ -230,7 +215,7 @@ class Ledger:
         def release() -> None:
             while held:
                 fn = held.pop(0)
-                if self._later is not None:
+                if self._later is not None:  # always: soon() holds nothing without it
                     self._later(fn)
 
         try:

@@ -4,12 +4,10 @@ a file has the same name and type wherever it lives."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import mimetypes
 import re
 import warnings
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from PIL import Image, UnidentifiedImageError
@@ -31,18 +29,6 @@ CONTENT_TYPES = {
     ".opus": "audio/ogg",
     ".glb": "model/gltf-binary",
 }
-
-
-@contextlib.contextmanager
-def file_chunks(source: str, name: str, size: int = 64 * 1024) -> Iterator[Iterator[bytes]]:
-    """The chunks of a file on this host to store as ``name`` (``OutputStorage.save_file``);
-    ``FileNotFoundError`` if it cannot be opened."""
-    try:
-        fh = open(source, "rb")  # noqa: SIM115 - closed when the caller's block ends
-    except OSError:
-        raise FileNotFoundError(f"no file {name} to store") from None
-    with fh:
-        yield iter(lambda: fh.read(size), b"")
 
 
 def output_name(node_id: str, index: int, comfy_filename: str) -> str:

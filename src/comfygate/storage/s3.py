@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from comfygate.errors import StorageFailed
 from comfygate.storage.base import StoredFile, require_valid, valid
-from comfygate.storage.files import content_type, file_chunks
+from comfygate.storage.files import content_type
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -169,8 +169,12 @@ class S3Storage:
         require_valid(group)  # a bucket has no folders to make
 
     def save_file(self, group: str, name: str, source: str) -> int:
-        with file_chunks(source, name, _CHUNK) as chunks:
-            return self.save(group, name, chunks)
+        try:
+            fh = open(source, "rb")  # noqa: SIM115 - closed once the upload has read it
+        except OSError:
+            raise FileNotFoundError(f"no file {name} to store") from None
+        with fh:
+            return self.save(group, name, iter(lambda: fh.read(_CHUNK), b""))
 
     def open(self, group: str, name: str) -> S3File | None:
         if not valid(group, name):
