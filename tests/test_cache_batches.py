@@ -122,10 +122,14 @@ def test_files_that_vanish_after_an_entry_was_served_are_not_served(
     """The entry's files are checked once per process; a hit afterwards whose files went away
     runs the job instead, and the entry it makes is served again."""
     client = app.test_client()
-    generate(client, SEEDED)
+    gateway = app.extensions["comfygate"]
+    first = generate(client, SEEDED)
+    # The entry is written as the job ends, after its answer: until then an identical
+    # request is answered from the job's own files, and the entry's files are not checked.
+    key = gateway.jobs.store.get(first.headers["X-Job-Id"]).cache_key
+    assert wait_for(lambda: gateway.jobs.store.cache_get(key) is not None)
     hit = generate(client, SEEDED)  # the entry's files checked, and kept as checked
     assert body(client.get(f"/v1/jobs/{hit.headers['X-Job-Id']}"))["cached"] is True
-    gateway = app.extensions["comfygate"]
     [key] = [d for d in gateway.storage.root.iterdir() if len(d.name) == 64]
     for path in key.iterdir():
         path.unlink()
