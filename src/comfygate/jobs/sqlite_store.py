@@ -4,6 +4,10 @@ Every method is one statement or one transaction on the writer connection, so it
 for every thread and for every process that opens the file: a claim is one ``UPDATE ...
 WHERE seq = (SELECT ...) RETURNING``, a swap one ``UPDATE ... WHERE version = ?``. Reads use
 the calling thread's own connection (``sqlite.Database``). A store keeps JSON, never pickle.
+
+The versions of recent jobs are kept in memory too (``versions.Versions``), noted by every
+write that changes one, so a job read by version needs no query: that holds while this store
+object is the file's only writer, which gateway.lock makes sure of for ``comfygate serve``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from comfygate.jobs.model import Delivery, Job, JobStatus, Output
 from comfygate.jobs.sqlite import Database, GroupInsert
 from comfygate.jobs.sqlite_schema import SCHEMA, migrate
 from comfygate.jobs.store import CacheEntry, decode_cursor, encode_cursor
+from comfygate.jobs.versions import GONE, Versions
 
 _UNFINISHED = (JobStatus.QUEUED.value, JobStatus.SUBMITTED.value, JobStatus.RUNNING.value)
 _COLUMNS = "data, version, holder"
@@ -38,6 +43,7 @@ class SQLiteJobStore:
         self._inserts = GroupInsert(
             self._db, "jobs", ("id", "status", "finished_at", "version", "data")
         )
+        self._versions = Versions()
 
     def close(self) -> None:
         self._db.close()
@@ -51,6 +57,7 @@ class SQLiteJobStore:
         self._inserts.insert(
             (job.id, job.status.value, job.finished_at, 1, json.dumps(job.to_record()))
         )
+        self._versions.written(job.id, 1)
         job.version, job.holder = 1, None
 
     def insert_held(self, job: Job, holder: str, until: float, now: float) -> bool:
@@ -58,19 +65,31 @@ class SQLiteJobStore:
         values = (job.id, job.status.value, job.finished_at, json.dumps(job.to_record()))
         with self._db.writing() as conn:
             written = conn.execute(_INSERT_HELD, (*values, holder, until, now)).rowcount
+            if written:
+                self._versions.written(job.id, 1)
         if written:
             job.version, job.holder = 1, holder
         return bool(written)
 
     def get(self, job_id: str) -> Job | None:
+        mark = self._versions.mark()
         row = (
             self._db.one(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))  # noqa: S608
         )
-        return _job(row) if row else None
+        if not row:
+            return None
+        self._versions.read(job_id, int(row[1]), mark)
+        return _job(row)
 
     def version(self, job_id: str) -> int | None:
+        noted = self._versions.get(job_id)
+        if noted is not None:
+            return noted if noted != GONE else None
+        mark = self._versions.mark()
         row = self._db.one("SELECT version FROM jobs WHERE id = ?", (job_id,))
-        return int(row[0]) if row else None
+        version = int(row[0]) if row else None
+        self._versions.read(job_id, version, mark)
+        return version
 
     def swap(self, job: Job, expected: int, delivery: Delivery | None = None) -> bool:
         values = (
@@ -95,6 +114,8 @@ class SQLiteJobStore:
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
+            if changed:
+                self._versions.written(job.id, expected + 1)
         if changed:
             job.version = expected + 1
         return bool(changed)
@@ -158,6 +179,7 @@ class SQLiteJobStore:
             conn.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
             conn.execute("DELETE FROM in_flight WHERE job_id = ?", (job_id,))
             conn.execute("COMMIT")
+            self._versions.deleted(job_id)
 
     def finished_before(self, timestamp: float, limit: int = 500) -> list[str]:
         rows = self._db.all(
@@ -182,7 +204,11 @@ class SQLiteJobStore:
                 + f"ORDER BY seq LIMIT 1) RETURNING {_COLUMNS}",
                 (holder, until, now, *skip),
             ).fetchone()
-        return _job(row) if row else None
+            if not row:
+                return None
+            job = _job(row)
+            self._versions.written(job.id, job.version)
+        return job
 
     def take_over(
         self, holder: str, until: float, now: float, limit: int = 100, *, own: bool = False
@@ -195,7 +221,10 @@ class SQLiteJobStore:
                 f"ORDER BY seq LIMIT ?) RETURNING {_COLUMNS}",
                 (holder, until, *_UNFINISHED, now, holder if own else None, limit),
             ).fetchall()
-        return [_job(r) for r in rows]
+            jobs = [_job(r) for r in rows]
+            for job in jobs:
+                self._versions.written(job.id, job.version)
+        return jobs
 
     def renew(self, holder: str, job_ids: Iterable[str], until: float) -> set[str]:
         ids = list(job_ids)
