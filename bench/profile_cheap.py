@@ -22,13 +22,14 @@ import logging
 import os
 import pstats
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from werkzeug.test import EnvironBuilder
+from werkzeug.test import EnvironBuilder, TestResponse
 
 from bench import hello
 from bench.load import CACHE_BODY
@@ -118,6 +119,11 @@ def _report(title: str, stats: pstats.Stats, n: int, phases: list[tuple[str, str
             print("   ", line.strip()[:150])
 
 
+def _read(response: TestResponse) -> bytes:
+    with response:
+        return response.get_data()
+
+
 def _direct(app: Any, method: str, path: str, body: bytes = b"") -> Callable[[], Any]:
     """One request straight into the WSGI app (a copy of one prepared environ), its answer
     read and closed as a server does."""
@@ -166,11 +172,24 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp, FakeComfyUI() as fake:
         app = _gateway(fake, Path(tmp) / "data")
         client = app.test_client()
-        job = client.post("/v1/generate", json=CACHE_BODY, headers={"Accept": "application/json"})
-        client.post("/v1/generate", json=CACHE_BODY)  # the entry is there: hits from now on
-        job_id = job.get_json()["id"]
-        job_bytes = client.get(f"/v1/jobs/{job_id}").get_data()
-        png = client.post("/v1/generate", json=CACHE_BODY).get_data()
+        # Every answer is closed, as a server closes it: a synchronous job's end bookkeeping
+        # (the cache entry among it) waits for its answer to be over. (Left open, the first
+        # job kept its coalescing key, and every "hit" below was answered from it as a twin.)
+        with client.post(
+            "/v1/generate", json=CACHE_BODY, headers={"Accept": "application/json"}
+        ) as first:
+            job_id = first.get_json()["id"]
+        store = app.extensions["comfygate"].store
+        pause = threading.Event()
+        for _ in range(500):  # the entry is put just after the answer closes: up to 5 s
+            if store.cache_size():  # bytes cached
+                break
+            pause.wait(0.01)
+        assert store.cache_size() > 0, "no cache entry"
+        with client.post("/v1/generate", json=CACHE_BODY) as hit:
+            png = hit.get_data()
+        assert hit.headers["X-Job-Id"] != job_id
+        job_bytes = _read(client.get(f"/v1/jobs/{job_id}"))
         static = Path(tmp) / "static.png"
         static.write_bytes(png)
         os.environ["HELLO_STATIC_FILE"] = str(static)
@@ -180,13 +199,13 @@ def main(argv: list[str] | None = None) -> None:
         base = hello.make_app().test_client()
         assert len(base.get("/json").get_data()) == len(job_bytes), "sizes differ"
         routes: list[tuple[str, str, Callable[[], Any]]] = [
-            ("hello JSON (same size)", "", lambda: base.get("/json").get_data()),
-            ("GET /v1/jobs/{id}", "job", lambda: client.get(f"/v1/jobs/{job_id}").get_data()),
-            ("static PNG (same file)", "", lambda: base.get("/static.png").get_data()),
+            ("hello JSON (same size)", "", lambda: _read(base.get("/json"))),
+            ("GET /v1/jobs/{id}", "job", lambda: _read(client.get(f"/v1/jobs/{job_id}"))),
+            ("static PNG (same file)", "", lambda: _read(base.get("/static.png"))),
             (
                 "cache hit (POST /v1/generate)",
                 "hit",
-                lambda: client.post("/v1/generate", json=CACHE_BODY).get_data(),
+                lambda: _read(client.post("/v1/generate", json=CACHE_BODY)),
             ),
         ]
         gateway_app, base_app = app, base.application
