@@ -409,6 +409,10 @@ class _Managed:
             raise RuntimeError("not started")
         return self.proc
 
+    @property
+    def pid(self) -> int:
+        return self._running().pid
+
     def log_tail(self, lines: int = 30) -> str:
         if self.log_path is None or not self.log_path.exists():
             return ""
@@ -523,11 +527,6 @@ class Gateway(_Managed):
             raise RuntimeError(f"gateway did not start: {exc}\n{self.log_tail()}") from None
         return self
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
     def rss_kib(self) -> int:
         return rss_kib(self.pid)
 
@@ -566,10 +565,6 @@ class RedisServer(_Managed):
             self.stop()
             raise RuntimeError(f"redis-server did not answer:\n{self.log_tail()}")
         return self
-
-    @property
-    def pid(self) -> int:
-        return self._running().pid
 
 
 class Fakes(_Piped):
@@ -729,8 +724,39 @@ class OwnedComfyUI:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (``/proc/PID/stat``)."""
+    use = cpu_use(pid)
+    return use.user_s + use.system_s
+
+
+@dataclass(frozen=True)
+class CPUUse:
+    """What a process has used so far: user and system CPU seconds, and its threads'
+    context switches (voluntary and not: each a thread that gave up or lost the CPU)."""
+
+    user_s: float
+    system_s: float
+    switches: int
+
+    def __sub__(self, other: CPUUse) -> CPUUse:
+        return CPUUse(
+            self.user_s - other.user_s,
+            self.system_s - other.system_s,
+            self.switches - other.switches,
+        )
+
+
+def cpu_use(pid: int) -> CPUUse:
+    """``/proc/PID/stat`` (utime, stime) and every thread's ``ctxt_switches`` lines."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    switches = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            lines = (task / "status").read_text().splitlines()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+        switches += sum(int(line.split()[1]) for line in lines if "ctxt_switches" in line)
+    return CPUUse(int(fields[11]) / tick, int(fields[12]) / tick, switches)
 
 
 def load_average() -> str:

@@ -4,7 +4,10 @@ concurrent keep-alive clients, against the ceilings: a bare Flask app on the sam
 with the same settings, answering ``hello``, the very job object as JSON (the same bytes as
 the job read: its baseline) and the cache hit's PNG as a static file (the hits' baseline).
 Repeated for several waitress thread counts, and once with waitress' connection limit
-raised, to find the best server settings.
+raised, to find the best server settings. Each measurement also reads the serving process's
+CPU time (user and system) and its threads' context switches from ``/proc``, per request:
+where a route's cost goes beyond Python (a system call that gives up the GIL costs a thread
+switch under load, which py-spy does not show).
 """
 
 from __future__ import annotations
@@ -18,7 +21,18 @@ from typing import Any
 import requests
 
 from bench import loadgen
-from bench.common import Fakes, Gateway, Hello, Report, fmt, parser, pyplot, save_figure, work_dir
+from bench.common import (
+    Fakes,
+    Gateway,
+    Hello,
+    Report,
+    cpu_use,
+    fmt,
+    parser,
+    pyplot,
+    save_figure,
+    work_dir,
+)
 from bench.workloads import SOLID
 
 HELLO = "bare Flask hello (ceiling)"
@@ -27,6 +41,7 @@ HEALTHZ = "GET /healthz"
 JOB = "GET /v1/jobs/{id}"
 CACHE = "POST /v1/generate (cache hit)"
 STATIC = "GET the same PNG as a static file (ceiling for cache hits)"
+SERVED_BY_HELLO = frozenset({HELLO, HELLO_JSON, STATIC})
 # What each route is compared with (the rest: the hello answer).
 BASELINE = {JOB: HELLO_JSON, CACHE: STATIC}
 # A fake txt2img image of 184x184 noise pixels: an incompressible PNG of about 100 KB.
@@ -148,17 +163,44 @@ def main(argv: list[str] | None = None) -> Path:
                         turn = i + rep
                         for name in names[turn % len(names) :] + names[: turn % len(names)]:
                             url, body = targets[name]
+                            # gunicorn serves from a worker process: its CPU is not the pid's.
+                            pid = (hello if name in SERVED_BY_HELLO else gw).pid
+                            before = cpu_use(pid)
                             r = loadgen.run(
                                 url, level, duration, body=body, force_python=tool == "python"
+                            )
+                            used = cpu_use(pid) - before
+                            n = max(r.requests, 1)
+                            cpu = (
+                                {
+                                    "user_us": used.user_s / n * 1e6,
+                                    "system_us": used.system_s / n * 1e6,
+                                    "switches": used.switches / n,
+                                }
+                                if config.server == "waitress"
+                                else {}
                             )
                             print(
                                 f"  {config.name} | {name} | c={level} #{rep + 1}: "
                                 f"{r.rps:,.0f} req/s, p50 {r.p50_ms:.2f} ms, "
-                                f"p99 {r.p99_ms:.2f} ms, errors {r.errors}, non-2xx {r.non_2xx}",
+                                f"p99 {r.p99_ms:.2f} ms, errors {r.errors}, non-2xx {r.non_2xx}"
+                                + (
+                                    f"; per request: CPU user {cpu['user_us']:.0f} + system "
+                                    f"{cpu['system_us']:.0f} µs, {cpu['switches']:.1f} "
+                                    "context switches"
+                                    if cpu
+                                    else ""
+                                ),
                                 flush=True,
                             )
                             results.append(
-                                {"config": config.name, "target": name, "rep": rep, **asdict(r)}
+                                {
+                                    "config": config.name,
+                                    "target": name,
+                                    "rep": rep,
+                                    **asdict(r),
+                                    **cpu,
+                                }
                             )
     if cache_note:
         report.note(f"Cache hits: {cache_note}.")
@@ -234,6 +276,7 @@ def _tables(
                         r["errors"],
                         r["non_2xx"],
                         fmt(100 * r["rps"] / ceiling, 0) + " %",
+                        _per_request(r),
                     ]
                 )
         report.table(
@@ -247,9 +290,16 @@ def _tables(
                 "errors",
                 "non-2xx",
                 "of its baseline",
+                "server CPU per request: user + system µs, context switches",
             ],
             rows,
         )
+
+
+def _per_request(r: dict[str, Any]) -> str:
+    if "user_us" not in r:
+        return "-"
+    return f"{r['user_us']:.0f} + {r['system_us']:.0f}, {r['switches']:.1f}"
 
 
 def _plot(

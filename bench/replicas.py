@@ -33,6 +33,7 @@ from bench.common import (
     Gateway,
     RedisServer,
     Report,
+    cpu_seconds,
     parser,
     wait_until,
     work_dir,
@@ -47,12 +48,6 @@ HIT_BODY = {**SOLID, "color": 4_242_424}
 # --------------------------------------------------------------------------------------------
 # the cluster
 # --------------------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy() -> tuple[float, float]:
