@@ -155,9 +155,14 @@ def main(argv: list[str] | None = None) -> Path:
             via_view.start()
             runners[OURS_VIEW] = _ours(session, via_view.url)
         if args.baseline is not None:
+            # The same settings as ours (a checkout from before BACKEND_DIRS ignores it, and
+            # reads its outputs through /view as it always did).
             base = stack.enter_context(
                 Gateway(
-                    [comfy_url], wd, executable=str(args.baseline / ".venv" / "bin" / "comfygate")
+                    [comfy_url],
+                    wd,
+                    settings=backend_dirs([comfy_url]),
+                    executable=str(args.baseline / ".venv" / "bin" / "comfygate"),
                 )
             )
             base.start()
