@@ -28,7 +28,7 @@ import threading
 from collections import OrderedDict
 from typing import Final
 
-CAPACITY: Final = 20_000  # about 3 MB: the jobs being created and polled now
+CAPACITY: Final = 20_000  # a few MB: the jobs being created and polled now
 GONE: Final = 0  # versions start at 1
 
 
