@@ -413,6 +413,17 @@ class _Managed:
     def pid(self) -> int:
         return self._running().pid
 
+    def log_size(self) -> int:
+        """Where the log ends now: hand it to ``logged_since``."""
+        return self.log_path.stat().st_size if self.log_path and self.log_path.exists() else 0
+
+    def logged_since(self, offset: int) -> list[str]:
+        if self.log_path is None or not self.log_path.exists():
+            return []
+        with self.log_path.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace").splitlines()
+
     def log_tail(self, lines: int = 30) -> str:
         if self.log_path is None or not self.log_path.exists():
             return ""
@@ -722,10 +733,16 @@ class OwnedComfyUI:
         self.comfy.stop()
 
 
+def _cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (``/proc/PID/stat``)."""
-    use = cpu_use(pid)
-    return use.user_s + use.system_s
+    """User + system CPU time a process has used so far."""
+    return sum(_cpu_times(pid))
 
 
 @dataclass(frozen=True)
@@ -746,9 +763,9 @@ class CPUUse:
 
 
 def cpu_use(pid: int) -> CPUUse:
-    """``/proc/PID/stat`` (utime, stime) and every thread's ``ctxt_switches`` lines."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
+    """The CPU times and every thread's ``ctxt_switches`` lines (a file per thread: read
+    around a measurement, not while it runs)."""
+    user_s, system_s = _cpu_times(pid)
     switches = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -756,7 +773,7 @@ def cpu_use(pid: int) -> CPUUse:
         except FileNotFoundError:  # a thread that ended meanwhile
             continue
         switches += sum(int(line.split()[1]) for line in lines if "ctxt_switches" in line)
-    return CPUUse(int(fields[11]) / tick, int(fields[12]) / tick, switches)
+    return CPUUse(user_s, system_s, switches)
 
 
 def load_average() -> str:

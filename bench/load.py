@@ -163,7 +163,6 @@ def main(argv: list[str] | None = None) -> Path:
                         turn = i + rep
                         for name in names[turn % len(names) :] + names[: turn % len(names)]:
                             url, body = targets[name]
-                            # gunicorn serves from a worker process: its CPU is not the pid's.
                             pid = (hello if name in SERVED_BY_HELLO else gw).pid
                             before = cpu_use(pid)
                             r = loadgen.run(
@@ -171,6 +170,7 @@ def main(argv: list[str] | None = None) -> Path:
                             )
                             used = cpu_use(pid) - before
                             n = max(r.requests, 1)
+                            # gunicorn serves from a worker process: its CPU is not the pid's.
                             cpu = (
                                 {
                                     "user_us": used.user_s / n * 1e6,

@@ -22,7 +22,6 @@ import logging
 import os
 import pstats
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ from flask import Flask
 from werkzeug.test import EnvironBuilder, TestResponse
 
 from bench import hello
+from bench.common import wait_until
 from bench.load import CACHE_BODY
 from comfygate.app import create_app
 from comfygate.testing.fake_comfyui import FakeComfyUI
@@ -180,12 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         ) as first:
             job_id = first.get_json()["id"]
         store = app.extensions["comfygate"].store
-        pause = threading.Event()
-        for _ in range(500):  # the entry is put just after the answer closes: up to 5 s
-            if store.cache_size():  # bytes cached
-                break
-            pause.wait(0.01)
-        assert store.cache_size() > 0, "no cache entry"
+        # The entry is put just after the answer closes (cache_size: the bytes cached).
+        assert wait_until(lambda: store.cache_size() > 0, 5, 0.01), "no cache entry"
         with client.post("/v1/generate", json=CACHE_BODY) as hit:
             png = hit.get_data()
         assert hit.headers["X-Job-Id"] != job_id

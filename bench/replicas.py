@@ -147,20 +147,6 @@ def replicas(cluster: Cluster, count: int) -> Iterator[list[Gateway]]:
     shutil.rmtree(shared, ignore_errors=True)
 
 
-def _log_size(gw: Gateway) -> int:
-    return gw.log_path.stat().st_size if gw.log_path and gw.log_path.exists() else 0
-
-
-def _logged_since(gw: Gateway, offset: int) -> list[str]:
-    """The lines a replica logged after ``offset`` (its level is warning: each is a warning
-    or an error)."""
-    if gw.log_path is None or not gw.log_path.exists():
-        return []
-    with gw.log_path.open("rb") as fh:
-        fh.seek(offset)
-        return fh.read().decode(errors="replace").splitlines()
-
-
 def finished_job(url: str) -> str:
     # The synchronous route waits for the job itself: no polling.
     resp = requests.post(
@@ -230,7 +216,7 @@ def measure_count(
         # (a) generations: a new job each, the clients spread over the replicas
         ran_before = cluster.drain()
         redis.config_resetstat()
-        logged = [_log_size(g) for g in gws]
+        logged = [g.log_size() for g in gws]
         before = cluster.cpu()
         r = loadgen.run_spread(
             [u + "/v1/generate" for u in urls],
@@ -241,9 +227,11 @@ def measure_count(
         )
         after = cluster.cpu()
         points.append(_point(n, rnd, GENERATE, r))
-        if r.non_2xx or r.errors:  # wrk counts them only: what the replicas said meanwhile
+        # wrk counts failed answers only: what the replicas logged meanwhile (they log at
+        # warning level, so each line is a warning or an error).
+        if r.non_2xx or r.errors:
             for i, (g, since) in enumerate(zip(gws, logged, strict=True)):
-                for line in _logged_since(g, since)[:10]:
+                for line in g.logged_since(since)[:10]:
                     print(f"    replica {i + 1} logged: {line}", flush=True)
         ran = cluster.drain() - ran_before
         commands = redis.info("commandstats")

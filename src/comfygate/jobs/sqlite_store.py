@@ -6,8 +6,9 @@ WHERE seq = (SELECT ...) RETURNING``, a swap one ``UPDATE ... WHERE version = ?`
 the calling thread's own connection (``sqlite.Database``). A store keeps JSON, never pickle.
 
 The versions of recent jobs are kept in memory too (``versions.Versions``), noted by every
-write that changes one, so a job read by version needs no query: that holds while this store
-object is the file's only writer, which gateway.lock makes sure of for ``comfygate serve``.
+write that changes one, so a job read by version needs no query: what ``shared = False``
+allows (this store object is the file's only writer; gateway.lock makes sure of it for
+``comfygate serve``), as the result cache's index kept in memory does (jobs/cache.py).
 """
 
 from __future__ import annotations
