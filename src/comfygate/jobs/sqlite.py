@@ -16,6 +16,8 @@ benchmark saw 63 of 64 threads queued on the store's lock, and cache hits fall f
 Inserts, the write every new job makes, are grouped (``GroupInsert``): the writer lock is
 subject to the same convoy, so concurrent inserts go out as one multi-row statement.
 
+No commit checkpoints the WAL: a thread of its own does (``Checkpointer``).
+
 The file holds every job's parameters (prompts included) and owners: it is created ``0600``
 before SQLite opens it, and SQLite gives its ``-wal`` and ``-shm`` files the database's own
 mode. A file left by an older version with a wider mode is narrowed at open.
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 # SQLite allows 32,766 parameters in one statement (3.32 and later); far below that.
 MAX_GROUP_ROWS = 256
 FILE_MODE = 0o600  # owner only: the database and its -wal / -shm files
+WAL_PAGES = 1000  # SQLite's own automatic checkpoint threshold: the WAL restarts as often
+CHECKPOINT_EVERY_S = 0.25
 
 
 def _private(path: Path) -> None:
@@ -58,10 +62,13 @@ class Database:
         self._conn = self._connect()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")  # safe in WAL: no fsync per commit
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer's work
         self._conn.executescript(schema)
         self._lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []  # every one opened, for close()
         self._idle: list[sqlite3.Connection] = []  # append/pop are atomic: no lock needed
+        self.checkpointer = Checkpointer(self)
+        self.checkpointer.start()
 
     def _connect(self) -> sqlite3.Connection:
         # check_same_thread=False only so close() may close every connection from one thread.
@@ -97,12 +104,70 @@ class Database:
             return conn.execute(sql, params).fetchall()
 
     def close(self) -> None:
+        self.checkpointer.stop()
         with self._lock:
             for reader in self._readers:
                 reader.close()
             self._readers.clear()
             self._idle.clear()
             self._conn.close()
+
+
+class Checkpointer:
+    """Copies the WAL's pages into the database file on a thread of its own.
+
+    Why by hand: SQLite's automatic checkpoint runs inside the commit that takes the WAL past
+    1,000 pages, under the write lock, so that commit (a job's write on the way to its
+    answer) waits while the pages are copied, 10-40 ms on this project's machines, and every
+    writer waits behind it: the slowest percent of model-free generations
+    (docs/BENCHMARKS.md §1). This thread copies them with no lock held (a ``PASSIVE``
+    checkpoint: writers go on meanwhile). A WAL is written from its start again only once
+    every page in it is copied and nothing was written since, which steady writes never
+    allow; so when it is past ``pages`` after a copy, the few pages written during that copy
+    are copied with the writers held (what the automatic checkpoint did, on far fewer
+    pages), and the next write starts the WAL over.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.pages = WAL_PAGES  # a WAL this long is started over after the round's copy
+        self.every_s = CHECKPOINT_EVERY_S
+        self._stop = threading.Event()
+        self._turn = threading.Lock()  # one round at a time (the thread's, or a caller's)
+        self._conn: sqlite3.Connection | None = None
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._conn = self._db._connect()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        with self._turn:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def run_once(self) -> tuple[int, int]:
+        """One round: (pages in the WAL, pages of it copied), as the last checkpoint saw."""
+        with self._turn:
+            conn = self._conn
+            if conn is None:  # stopped
+                return 0, 0
+            _, pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if pages >= self.pages:
+                with self._db.writing():
+                    _, pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return int(pages), int(copied)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.run_once()
+            except sqlite3.Error as exc:  # a full disk, say: the next round tries again
+                log.warning("WAL checkpoint failed: %s", exc)
 
 
 @dataclass

@@ -25,10 +25,6 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     fingerprint TEXT NOT NULL,
     job_id TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS in_flight (
-    key TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
     id TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -88,3 +84,5 @@ def migrate(conn: sqlite3.Connection) -> None:
         "WHERE status IN ('submitted', 'running') AND holder IS NULL"
     )
     conn.execute("CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until)")
+    # Coalescing bindings are kept in memory now (flights.py): the old table goes.
+    conn.execute("DROP TABLE IF EXISTS in_flight")

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from comfygate.jobs.flights import Flights
 from comfygate.jobs.model import Delivery, Job, JobStatus, Output
 from comfygate.jobs.sqlite import Database, GroupInsert
 from comfygate.jobs.sqlite_schema import SCHEMA, migrate
@@ -45,6 +46,7 @@ class SQLiteJobStore:
             self._db, "jobs", ("id", "status", "finished_at", "version", "data")
         )
         self._versions = Versions()
+        self._flights = Flights(self._status)
 
     def close(self) -> None:
         self._db.close()
@@ -178,9 +180,9 @@ class SQLiteJobStore:
             conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             conn.execute("DELETE FROM idempotency_keys WHERE job_id = ?", (job_id,))
             conn.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
-            conn.execute("DELETE FROM in_flight WHERE job_id = ?", (job_id,))
             conn.execute("COMMIT")
             self._versions.deleted(job_id)
+        self._flights.forget(job_id)
 
     def finished_before(self, timestamp: float, limit: int = 500) -> list[str]:
         rows = self._db.all(
@@ -244,21 +246,14 @@ class SQLiteJobStore:
     # --- coalescing ------------------------------------------------------------------------
 
     def join_in_flight(self, key: str, job_id: str) -> str:
-        # One statement (the hot path of every cacheable job): bind, or keep the bound job
-        # unless it failed or was cancelled.
-        with self._db.writing() as conn:
-            row = conn.execute(
-                "INSERT INTO in_flight (key, job_id) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
-                "SET job_id = CASE WHEN (SELECT status FROM jobs WHERE id = in_flight.job_id) "
-                "NOT IN (?, ?, ?, ?) THEN excluded.job_id ELSE in_flight.job_id END "
-                "RETURNING job_id",
-                (key, job_id, *_UNFINISHED, JobStatus.SUCCEEDED.value),
-            ).fetchone()
-        return str(row[0])
+        return self._flights.join(key, job_id)  # in memory: flights.py says why
 
     def leave_in_flight(self, key: str, job_id: str) -> None:
-        with self._db.writing() as conn:
-            conn.execute("DELETE FROM in_flight WHERE key = ? AND job_id = ?", (key, job_id))
+        self._flights.leave(key, job_id)
+
+    def _status(self, job_id: str) -> str | None:
+        row = self._db.one("SELECT status FROM jobs WHERE id = ?", (job_id,))
+        return str(row[0]) if row else None
 
     # --- idempotency keys and batches ------------------------------------------------------
 
