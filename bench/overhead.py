@@ -40,6 +40,9 @@ from bench.gateway_client import PNG_MAGIC, generate
 from bench.workloads import SOLID, Workload, sd15
 
 DIRECT = "direct client (optimal)"
+# A second direct client in the same rounds: what it "adds" over the first is the benchmark's
+# own noise (ComfyUI's job-to-job spread, the machine), the floor under any tool's figures.
+DIRECT_AGAIN = "direct client again (the noise floor)"
 OURS = "ComfyGate (comfygate serve)"
 OURS_VIEW = "ComfyGate, outputs through /view (no BACKEND_DIRS)"
 PEER = "comfy-api-proxy + comfy-sdk"
@@ -128,6 +131,11 @@ def main(argv: list[str] | None = None) -> Path:
         help="another checkout of ComfyGate (with its own .venv, e.g. a git worktree of an "
         "older commit) measured in the same interleaved rounds: before/after in one run",
     )
+    p.add_argument(
+        "--noise-floor",
+        action="store_true",
+        help="a second direct client in the rounds: what it adds over the first is the noise",
+    )
     args = p.parse_args(argv)
     real = not (args.quick or args.no_real)
     n_solid = 3 if args.quick else args.n
@@ -150,6 +158,8 @@ def main(argv: list[str] | None = None) -> Path:
         gateway.start()
         session = requests.Session()
         runners: dict[str, Runner] = {DIRECT: _direct(direct), OURS: _ours(session, gateway.url)}
+        if args.noise_floor:
+            runners[DIRECT_AGAIN] = _direct(stack.enter_context(DirectClient(comfy_url)))
         if backend_dirs([comfy_url]):  # a ComfyUI started here: also the gateway of a remote one
             via_view = stack.enter_context(Gateway([comfy_url], wd))
             via_view.start()

@@ -74,6 +74,32 @@ def test_benchmark_quick_mode_writes_its_table_and_plot(name: str, tmp_path: Pat
             assert len(outcome["loaded_added_ms"]) == record["data"]["pairs"]
 
 
+@pytest.mark.slow
+def test_overhead_measures_its_noise_floor_on_request(tmp_path: Path) -> None:
+    """``--noise-floor``: a second direct client in the same rounds, with its "added" time
+    over the first, so a reader sees what the benchmark itself can resolve."""
+    cmd = [sys.executable, "-m", "bench.overhead", "--quick", "--no-real", "--no-peer"]
+    proc = subprocess.run(
+        [*cmd, "--noise-floor", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in (tmp_path / "overhead.md").read_text().splitlines() if "|" in line]
+    floor = [row for row in rows if "direct client again (the noise floor)" in row]
+    assert len(floor) == 1
+    cells = [cell.strip() for cell in floor[0].strip("|").split("|")]
+    assert cells[3] == "0"  # none failed
+    assert cells[6] != "-"  # its added median over the first direct client
+    (solid,) = json.loads((tmp_path / "overhead.json").read_text())["data"].values()
+    times = solid["times_s"]
+    assert len(times["direct client again (the noise floor)"]) == len(
+        times["direct client (optimal)"]
+    )
+
+
 def test_run_all_quick_lists_every_benchmark(tmp_path: Path) -> None:
     """run_all in quick mode, on the cheapest benchmark only (the others run above)."""
     cmd = [sys.executable, "-m", "bench.run_all", "--quick", "--only", "growth"]

@@ -118,7 +118,7 @@ class Checkpointer:
 
     Why by hand: SQLite's automatic checkpoint runs inside the commit that takes the WAL past
     1,000 pages, under the write lock, so that commit (a job's write on the way to its
-    answer) waits while the pages are copied, 10-40 ms on this project's machines, and every
+    answer) waits while the pages are copied, 10-20 ms on the benchmark machine, and every
     writer waits behind it: the slowest percent of model-free generations
     (docs/BENCHMARKS.md §1). This thread copies them with no lock held (a ``PASSIVE``
     checkpoint: writers go on meanwhile). A WAL is written from its start again only once
