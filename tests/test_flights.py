@@ -17,22 +17,28 @@ def job(name: str) -> Job:
     return Job(id=name, template="solid", params={"color": 1}, graph={})
 
 
-def test_racing_requests_for_one_key_all_get_one_job(tmp_path: Path) -> None:
-    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+def race(store: SQLiteJobStore, key: str, count: int) -> list[str]:
+    """``count`` requests join ``key`` at once, each with a job of its own: what each got."""
     winners: list[str] = []
-    start = threading.Barrier(16)
+    start = threading.Barrier(count)
 
     def request(n: int) -> None:
         start.wait()
-        winners.append(store.join_in_flight("key", f"job-{n}"))
+        winners.append(store.join_in_flight(key, f"job-{n}"))
 
-    threads = [threading.Thread(target=request, args=(n,)) for n in range(16)]
+    threads = [threading.Thread(target=request, args=(n,)) for n in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(set(winners)) == 1
+    return winners
+
+
+def test_racing_requests_for_one_key_all_get_one_job(tmp_path: Path) -> None:
+    store = SQLiteJobStore(tmp_path / "jobs.sqlite3")
+    winners = race(store, "key", 16)
     assert len(winners) == 16
+    assert len(set(winners)) == 1
     store.close()
 
 
@@ -43,18 +49,7 @@ def test_a_failed_twin_is_replaced_by_one_of_the_racers(tmp_path: Path) -> None:
     assert store.join_in_flight("key", "failed") == "failed"
     failed.status, failed.finished_at = JobStatus.FAILED, time.time()
     assert store.swap(failed, failed.version)
-    winners: list[str] = []
-    start = threading.Barrier(8)
-
-    def request(n: int) -> None:
-        start.wait()
-        winners.append(store.join_in_flight("key", f"job-{n}"))
-
-    threads = [threading.Thread(target=request, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    winners = race(store, "key", 8)
     assert len(set(winners)) == 1
     assert winners[0] != "failed"
     store.close()
