@@ -56,9 +56,6 @@ class Flights:
             for key in self._keys.pop(job_id, set()):
                 del self._bound[key]
 
-    def __len__(self) -> int:
-        return len(self._bound)
-
     def _bind(self, key: str, job_id: str) -> None:
         self._bound[key] = job_id
         self._keys.setdefault(job_id, set()).add(key)
