@@ -16,9 +16,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from comfygate.jobs.model import JobStatus
+from comfygate.jobs.model import TERMINAL, JobStatus
 
-_REPLACED = frozenset({JobStatus.FAILED.value, JobStatus.CANCELLED.value})
+# Ended without a result: a request for the same key must run again.
+_REPLACED = frozenset(s.value for s in TERMINAL - {JobStatus.SUCCEEDED})
 
 
 class Flights:
