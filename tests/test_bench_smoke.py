@@ -221,3 +221,19 @@ def test_loadgen_spreads_clients_over_servers_with_fresh_bodies(tool: str) -> No
     assert {port for port, _ in seen} == {int(s.server_address[1]) for s in servers}
     bodies = [json.loads(body)["color"] for _, body in seen]
     assert len(set(bodies)) == len(bodies)
+
+
+def test_ws_listener_bench_prints_both_readers_on_the_recorded_messages() -> None:
+    """Each reader delivers every event of the recorded job (else it exits non-zero), with
+    its CPU per job and its socket reads per job printed."""
+    cmd = [sys.executable, "-m", "bench.ws_listener", "--jobs", "50", "--rounds", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| websocket-client's recv_data (before)",
+        "| whole reads into FrameReader (now)",
+    ]
+    before_reads, now_reads = (float(row.rstrip(" |").rsplit(" | ", 1)[1]) for row in rows)
+    assert before_reads >= 34  # at least a header and a payload read for each of 17 frames
+    assert now_reads < 17  # fewer reads than frames: several frames come from each read
